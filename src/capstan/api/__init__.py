@@ -1,0 +1,1 @@
+"""Typed resource models, validation and the kind registry (the bottom layer)."""

@@ -1,0 +1,1 @@
+"""Stores: one interface with Kubernetes API semantics, two engines (SQLite, Kubernetes)."""
