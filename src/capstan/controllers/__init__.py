@@ -1,0 +1,1 @@
+"""Controllers: level-triggered reconcile loops over a Store, one per kind."""

@@ -1,0 +1,1 @@
+"""The local node runtime: runs containers as OS processes (embedded mode only)."""
