@@ -139,10 +139,8 @@ class Informer:
             stopper.cancel()
             closer = getattr(stream, "aclose", None)
             if closer is not None:
-                try:
+                with contextlib.suppress(RuntimeError, asyncio.CancelledError):  # already closing
                     await closer()
-                except (RuntimeError, asyncio.CancelledError):  # already closing
-                    pass
 
     def _apply(self, event_type: str, obj: Obj) -> None:
         rv = (obj.get("metadata") or {}).get("resourceVersion")

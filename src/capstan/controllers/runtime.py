@@ -17,7 +17,7 @@ from typing import Protocol
 
 from capstan.api.errors import ConflictError
 from capstan.controllers.informer import ChangeType, Informer, InformerFactory, cache_key
-from capstan.controllers.workqueue import ShutDown, WorkQueue
+from capstan.controllers.workqueue import QueueShutDownError, WorkQueue
 from capstan.store.base import Obj
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class Controller(abc.ABC):
         while True:
             try:
                 key = await self.queue.get()
-            except ShutDown:
+            except QueueShutDownError:
                 return
             try:
                 result = await self.reconcile(key)

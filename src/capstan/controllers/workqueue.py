@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 
 
-class ShutDown(Exception):
+class QueueShutDownError(Exception):
     """The queue was shut down; workers should return."""
 
 
@@ -79,7 +79,7 @@ class WorkQueue(Generic[K]):
     async def get(self) -> K:
         while not self._queue:
             if self._shutdown:
-                raise ShutDown
+                raise QueueShutDownError
             self._wakeup.clear()
             await self._wakeup.wait()
         key = self._queue.pop(0)
