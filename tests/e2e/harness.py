@@ -6,6 +6,7 @@ restart it on the same data directory, and inspect the container processes it le
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -158,7 +159,5 @@ def container_processes(pod_uids: set[str] | None = None) -> dict[str, list[psut
 def kill_all_containers() -> None:
     for procs in container_processes().values():
         for proc in procs:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
