@@ -1,0 +1,1 @@
+"""Pure decisions of the embedded workload controllers: Deployment, Job and garbage collection."""
