@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from capstan.api.base import Condition, KubeModel, LabelSelector, Resource
 from capstan.api.corev1 import PodTemplateSpec
@@ -13,6 +13,24 @@ from capstan.api.corev1 import PodTemplateSpec
 class RollingUpdateDeployment(KubeModel):
     max_surge: int | str | None = "25%"
     max_unavailable: int | str | None = "25%"
+
+    @field_validator("max_surge", "max_unavailable")
+    @classmethod
+    def _int_or_percent(cls, value: int | str | None) -> int | str | None:
+        text = str(value).strip() if value is not None else "0"
+        number = text[:-1] if text.endswith("%") else text
+        if not number.isdigit():
+            raise ValueError(f'Invalid value: "{value}": must be a non-negative integer or percentage')
+        return value
+
+    @model_validator(mode="after")
+    def _not_both_zero(self) -> RollingUpdateDeployment:
+        def zero(value: int | str | None) -> bool:
+            return value is not None and str(value).strip().rstrip("%") == "0"
+
+        if zero(self.max_surge) and zero(self.max_unavailable):
+            raise ValueError("maxUnavailable: Invalid value: 0: may not be 0 when `maxSurge` is 0")
+        return self
 
 
 class DeploymentStrategy(KubeModel):

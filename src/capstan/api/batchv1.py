@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from capstan.api.base import Condition, KubeModel, LabelSelector, Resource
 from capstan.api.corev1 import PodTemplateSpec
@@ -21,6 +21,16 @@ class JobSpec(KubeModel):
     selector: LabelSelector | None = None
     manual_selector: bool | None = None
     template: PodTemplateSpec
+
+    @field_validator("template")
+    @classmethod
+    def _restart_policy_for_jobs(cls, template: PodTemplateSpec) -> PodTemplateSpec:
+        # A Job's pods must end; "Always" (the pod default) would restart them forever.
+        policy = template.spec.restart_policy
+        if policy not in ("OnFailure", "Never"):
+            shown = "Required value" if policy is None else f'Unsupported value: "{policy}"'
+            raise ValueError(f'spec.restartPolicy: {shown}: supported values: "OnFailure", "Never"')
+        return template
 
 
 class JobStatus(KubeModel):
