@@ -1,0 +1,1 @@
+"""The ``capstan`` command and the API client it uses."""
