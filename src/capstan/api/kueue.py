@@ -37,9 +37,9 @@ from capstan.api.quantity import QuantityError, parse_quantity
 from capstan.api.registry import ResourceType
 
 GROUP = "kueue.x-k8s.io"
-V1BETA1 = f"{GROUP}/v1beta1"
-V1BETA2 = f"{GROUP}/v1beta2"
 KueueApiVersion = Literal["kueue.x-k8s.io/v1beta1", "kueue.x-k8s.io/v1beta2"]
+V1BETA1: Literal["kueue.x-k8s.io/v1beta1"] = "kueue.x-k8s.io/v1beta1"
+V1BETA2: Literal["kueue.x-k8s.io/v1beta2"] = "kueue.x-k8s.io/v1beta2"
 
 QueueingStrategy = Literal["StrictFIFO", "BestEffortFIFO"]
 StopPolicy = Literal["None", "Hold", "HoldAndDrain"]
