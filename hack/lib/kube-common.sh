@@ -33,6 +33,17 @@ kube_elapsed() {
   printf '%dm%02ds' $((secs / 60)) $((secs % 60))
 }
 
+# kube_pid_alive PID: the process exists and is not a zombie waiting to be reaped.
 kube_pid_alive() {
-  [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null
+  local stat
+  [[ -n ${1:-} ]] && stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }  # drop "pid (comm) ", leaving the state letter first
+  [[ ${stat:0:1} != Z ]]
+}
+
+# kube_pid_ours PID STATE_DIR: PID is a live process of the cluster in STATE_DIR. Every component gets a flag
+# pointing into its state directory, so its command line names it; a recycled PID or a zombie (whose
+# command line is empty) does not match.
+kube_pid_ours() {
+  kube_pid_alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2/"
 }
