@@ -314,22 +314,37 @@ class ProcessRuntime:
                     handles.append(self._handle(pod_uid, container, state))
         return handles
 
-    def kill_orphans(self, keep: Iterable[str]) -> list[int]:
-        """SIGKILL every process of every pod whose uid is not in ``keep`` and forget those
-        pods; this includes processes that escaped their group (found by their environment).
-        Returns the pids killed."""
-        keep_set = set(keep)
-        victims: dict[int, psutil.Process] = {}
+    def kill_pod(self, pod_uid: str) -> list[int]:
+        """SIGKILL every process of one pod, those that escaped their group included, and
+        forget the pod. Returns the pids killed."""
+        victims = [p for p, uid in self._marked_processes() if uid == pod_uid]
+        for process in victims:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        _wait_gone(victims, timeout=5.0)
+        self.forget(pod_uid)
+        return sorted(p.pid for p in victims)
+
+    def _marked_processes(self) -> list[tuple[psutil.Process, str]]:
+        """Processes started by this runtime (by their environment markers), with their pod uid."""
+        found = []
         for process in psutil.process_iter():
             try:
                 environ = process.environ()
             except (psutil.Error, OSError):
                 continue
-            if environ.get(ENV_RUNTIME_DIR) != str(self.state_dir):
-                continue
             uid = environ.get(ENV_POD_UID)
-            if uid is not None and uid not in keep_set and process.pid != os.getpid():
-                victims[process.pid] = process
+            if environ.get(ENV_RUNTIME_DIR) == str(self.state_dir) and uid is not None \
+                    and process.pid != os.getpid():
+                found.append((process, uid))
+        return found
+
+    def kill_orphans(self, keep: Iterable[str]) -> list[int]:
+        """SIGKILL every process of every pod whose uid is not in ``keep`` and forget those
+        pods; this includes processes that escaped their group (found by their environment).
+        Returns the pids killed."""
+        keep_set = set(keep)
+        victims = {p.pid: p for p, uid in self._marked_processes() if uid not in keep_set}
         for process in victims.values():
             with contextlib.suppress(psutil.Error):
                 process.kill()

@@ -1,0 +1,126 @@
+"""The one-node scheduler of embedded mode.
+
+Every change of a pod or of the node triggers one scheduling pass (a single work-queue key, so
+passes never overlap). A pass places the pending pods in priority-then-age order against the
+node's allocatable minus what bound, non-terminal pods request. Pods this scheduler bound but
+that the informer cache does not show bound yet are "assumed" and counted as used, as in
+kube-scheduler: a burst of pods never overcommits the node however fast it arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from capstan.api.errors import ConflictError, NotFoundError
+from capstan.controllers.events import EventRecorder, rfc3339, utcnow
+from capstan.controllers.informer import InformerFactory
+from capstan.controllers.runtime import Controller, ObjectKey, Result
+from capstan.core.scheduling import (
+    plan_bindings,
+    pod_is_terminal,
+    requested_on_node,
+    unschedulable_message,
+)
+from capstan.core.scheduling.conditions import find_condition, set_condition
+from capstan.store.base import Obj, Store
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_NAMES = ("default-scheduler", "capstan")
+
+
+def is_ours(pod: Obj) -> bool:
+    name = (pod.get("spec") or {}).get("schedulerName")
+    return not name or name in SCHEDULER_NAMES
+
+
+def is_pending(pod: Obj) -> bool:
+    return (not (pod.get("spec") or {}).get("nodeName") and not pod["metadata"].get("deletionTimestamp")
+            and not pod_is_terminal(pod) and is_ours(pod))
+
+
+class Scheduler(Controller):
+    name = "scheduler"
+
+    def __init__(self, informers: InformerFactory, store: Store, recorder: EventRecorder, *, node_name: str,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        super().__init__(informers, workers=1)
+        self.store = store
+        self.recorder = recorder
+        self.node_name = node_name
+        self.clock = clock
+        self._pods_rt = store.registry.lookup("pods")
+        self.pods = informers.informer(self._pods_rt)
+        self.nodes = informers.informer(store.registry.lookup("nodes"))
+        self._key: ObjectKey = ("", node_name)
+        self._assumed: dict[str, Obj] = {}  # uid -> pod as we bound it
+        self.watch(self.pods, lambda _obj: [self._key])
+        self.watch(self.nodes, lambda obj: [self._key] if obj["metadata"]["name"] == node_name else [])
+
+    async def reconcile(self, key: ObjectKey) -> Result | None:
+        node = self.nodes.get(self.node_name)
+        if node is None:
+            return None  # not registered yet; its creation triggers a pass
+        pods = self.pods.list()
+        self._forget_confirmed(pods)
+        bound = [p for p in pods if (p.get("spec") or {}).get("nodeName") == self.node_name]
+        used = requested_on_node([*bound, *self._assumed.values()], self.node_name)
+        pending = [p for p in pods if is_pending(p) and p["metadata"]["uid"] not in self._assumed]
+        retry = False
+        for placement in plan_bindings(pending, node, used):
+            pod = dict(placement.pod)
+            if placement.result.fits:
+                retry |= not await self._bind(pod)
+            else:
+                await self._mark_unschedulable(pod, unschedulable_message([placement.result]))
+        return Result(requeue_after=1.0) if retry else None
+
+    def _forget_confirmed(self, pods: list[Obj]) -> None:
+        """Drop assumptions the cache now confirms (pod shows bound) or makes moot (pod gone)."""
+        by_uid = {p["metadata"]["uid"]: p for p in pods}
+        for uid in list(self._assumed):
+            seen = by_uid.get(uid)
+            if seen is None or (seen.get("spec") or {}).get("nodeName"):
+                del self._assumed[uid]
+
+    async def _bind(self, pod: Obj) -> bool:
+        """Bind: PodScheduled=True in status, then spec.nodeName. False when it must be retried."""
+        meta = pod["metadata"]
+        assumed = {**pod, "spec": {**pod["spec"], "nodeName": self.node_name}}
+        self._assumed[meta["uid"]] = assumed
+        try:
+            status = dict(pod.get("status") or {})
+            status["phase"] = status.get("phase") or "Pending"
+            status["conditions"] = set_condition(status.get("conditions"), "PodScheduled", "True",
+                                                 rfc3339(self.clock()))
+            written = await self.store.update_status({**pod, "status": status})
+            await self.store.patch(self._pods_rt, meta["name"], meta.get("namespace"), {
+                "metadata": {"resourceVersion": written["metadata"]["resourceVersion"], "uid": meta["uid"]},
+                "spec": {"nodeName": self.node_name}})
+        except (ConflictError, NotFoundError) as exc:
+            # Someone changed or deleted it in between: the next pass decides again.
+            self._assumed.pop(meta["uid"], None)
+            log.debug("binding %s/%s deferred: %s", meta.get("namespace"), meta["name"], exc)
+            return False
+        await self.recorder.record(assumed, "Normal", "Scheduled",
+                                   f"Successfully assigned {meta.get('namespace')}/{meta['name']} "
+                                   f"to {self.node_name}")
+        return True
+
+    async def _mark_unschedulable(self, pod: Obj, message: str) -> None:
+        status: dict[str, Any] = dict(pod.get("status") or {})
+        current = find_condition(status.get("conditions"), "PodScheduled")
+        if current is not None and (current.get("status"), current.get("reason"), current.get("message")) == (
+                "False", "Unschedulable", message):
+            return  # already said so: no write, no repeated Event
+        status["phase"] = status.get("phase") or "Pending"
+        status["conditions"] = set_condition(status.get("conditions"), "PodScheduled", "False",
+                                             rfc3339(self.clock()), reason="Unschedulable", message=message)
+        try:
+            await self.store.update_status({**pod, "status": status})
+        except (ConflictError, NotFoundError):
+            return  # a newer version triggers another pass
+        await self.recorder.record(pod, "Warning", "FailedScheduling", message)
