@@ -1,7 +1,9 @@
 """``capstan server``: the embedded control plane in one process.
 
-This first version opens the SQLite store and serves the API; controllers, the scheduler and
-the node agent start alongside the API inside ``_run`` (see ``serve_api`` for the API part).
+One asyncio process runs the SQLite store, the embedded controllers (Deployment, Job, garbage
+collector, scheduler, node registrar, node agent: see ``capstan.controllers.embedded``) and the
+HTTP API (``serve_api``). SIGTERM or SIGINT stops the API first, then the controllers (the node
+agent stops the containers unless ``--keep-workloads``), then closes the store.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import uvicorn
 
 from capstan.api.registry import default_registry
+from capstan.controllers.embedded import EmbeddedOptions, build_embedded
 from capstan.server.api import build_app
 from capstan.server.auth import load_or_create_token, write_client_config
 from capstan.server.settings import ServerSettings
@@ -110,12 +113,32 @@ async def _run(settings: ServerSettings) -> None:
     stop = _stop_event()
     store = await _open_store(settings)
     try:
-        async with serve_api(store, settings, token) as api:
-            print(f"Capstan API listening on {api.url} (data: {settings.data_dir})", flush=True)
-            await stop.wait()
-            print("Capstan shutting down", flush=True)
+        manager = await build_embedded(store, EmbeddedOptions(
+            data_dir=settings.data_dir, node_name=settings.node_name, cpu=settings.cpu,
+            memory=settings.memory, extended_resources=settings.extended_resources,
+            keep_workloads=settings.keep_workloads))
+        controllers_stop = asyncio.Event()
+        controllers = asyncio.create_task(manager.run(controllers_stop), name="controllers")
+        try:
+            async with serve_api(store, settings, token) as api:
+                print(f"Capstan API listening on {api.url} (data: {settings.data_dir})", flush=True)
+                await _until_stopped_or_failed(stop, controllers)
+                print("Capstan shutting down", flush=True)
+        finally:
+            controllers_stop.set()
+            await controllers
     finally:
         await store.close()
+
+
+async def _until_stopped_or_failed(stop: asyncio.Event, controllers: asyncio.Task[None]) -> None:
+    """Wait for a stop signal; if the controllers end on their own, that is a failure to report."""
+    stopped = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({stopped, controllers}, return_when=asyncio.FIRST_COMPLETED)
+    if controllers in done:
+        controllers.result()
+        raise RuntimeError("the controllers stopped unexpectedly")
+    stopped.cancel()
 
 
 def _configure_logging() -> None:
