@@ -11,7 +11,6 @@ import os
 import shutil
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,7 +71,8 @@ def build_binaries() -> None:
     """Run hack/kube-build; fast when the binaries are already cached. Progress goes to our stderr."""
     if shutil.which("go") is None:
         raise RuntimeError("go is not installed: hack/kube-build needs go >= 1.26 to build the control plane")
-    subprocess.run([str(HACK / "kube-build")], check=True, timeout=BUILD_TIMEOUT_S, stdout=sys.stderr)
+    # Output is inherited: pytest shows it with the failure, or live with -s during a long cold build.
+    subprocess.run([str(HACK / "kube-build")], check=True, timeout=BUILD_TIMEOUT_S)
 
 
 def start_cluster(state_dir: Path) -> KubeCluster:
@@ -99,7 +99,7 @@ def start_cluster(state_dir: Path) -> KubeCluster:
 
 def stop_cluster(state_dir: Path, keep_dir: bool = False) -> None:
     args = [str(HACK / "kube-down")] + (["--keep-dir"] if keep_dir else []) + [str(state_dir)]
-    subprocess.run(args, check=True, timeout=120, stdout=sys.stderr)
+    subprocess.run(args, check=True, timeout=120)
 
 
 def wait_until(

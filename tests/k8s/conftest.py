@@ -39,9 +39,9 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
     build_binaries()
     shared = default_state_dir()
     state_dir = shared or tmp_path_factory.mktemp("kube") / "state"
-    cluster = start_cluster(state_dir)
     try:
-        yield cluster
+        # Inside the try: an interrupted or failed start must not leave half a cluster running.
+        yield start_cluster(state_dir)
     finally:
         if shared is None:
             stop_cluster(state_dir)
