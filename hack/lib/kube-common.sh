@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the variables are used by the scripts that source this file
 # Shared settings for hack/kube-build, hack/kube-up and hack/kube-down.
 # Versions are pinned here; the wrapper modules in hack/kube/{k8s,etcd} pin the rest of the graph.
 
@@ -46,4 +46,9 @@ kube_pid_alive() {
 # command line is empty) does not match.
 kube_pid_ours() {
   kube_pid_alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2/"
+}
+
+# kube_dir_has_files DIR: DIR holds something besides the lock file.
+kube_dir_has_files() {
+  [[ -n $(find "$1" -mindepth 1 -maxdepth 1 ! -name .lock -print -quit 2>/dev/null) ]]
 }
