@@ -90,7 +90,7 @@ def running_api(tmp_path: Path, *, history_limit: int = 100_000) -> Iterator[Run
         lg.setLevel(logging.DEBUG)
 
     ready: Future[RunningApi] = Future()
-    stop = threading.Event()
+    stop_requested: list[Callable[[], object]] = []
 
     async def serve() -> None:
         store = await SqliteStore.open(tmp_path / "state.db", default_registry(), history_limit=history_limit)
@@ -98,12 +98,13 @@ def running_api(tmp_path: Path, *, history_limit: int = 100_000) -> Iterator[Run
         server = _QuietServer(uvicorn.Config(app, log_config=None, lifespan="off", access_log=False,
                                             timeout_graceful_shutdown=3))
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
             await asyncio.sleep(0.01)
-        ready.set_result(RunningApi(f"http://127.0.0.1:{port}", TOKEN, pods_root, asyncio.get_running_loop(),
-                                    store, log))
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        stop_requested.append(lambda: loop.call_soon_threadsafe(stopping.set))
+        ready.set_result(RunningApi(f"http://127.0.0.1:{port}", TOKEN, pods_root, loop, store, log))
+        await stopping.wait()
         server.should_exit = True
         await task
         await store.close()
@@ -123,7 +124,8 @@ def running_api(tmp_path: Path, *, history_limit: int = 100_000) -> Iterator[Run
         yield api
     finally:
         api.close_clients()
-        stop.set()
+        for request_stop in stop_requested:
+            request_stop()
         thread.join(timeout=30)
         sock.close()
         for lg, level in zip(watched_loggers, previous_levels, strict=True):

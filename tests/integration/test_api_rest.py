@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.integration.api_harness import RunningApi, running_api
 
 from capstan.api.errors import ConflictError, GoneError, InvalidError, NotFoundError
 from capstan.runtime.logs import container_log_path
 from capstan.store.base import WatchEvent
-from tests.integration.api_harness import RunningApi, running_api
 
 PODS = "/api/v1/namespaces/default/pods"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
