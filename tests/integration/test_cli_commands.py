@@ -155,7 +155,8 @@ def test_apply_reads_directories_in_name_order_and_stdin(server: Server, tmp_pat
     manifest(folder, "2-second.yaml", configmap("dir-second", {}))
     manifest(folder, "1-first.json", json.dumps(configmap("dir-first", {})))
     (folder / "README.md").write_text("ignored")
-    assert server.cli("apply", "-f", str(folder)).stdout == "configmap/dir-first created\nconfigmap/dir-second created\n"
+    out = server.cli("apply", "-f", str(folder)).stdout
+    assert out == "configmap/dir-first created\nconfigmap/dir-second created\n"
     out = server.cli("apply", "-f", "-", "-n", "default", stdin=yaml.safe_dump(configmap("from-stdin", {}))).stdout
     assert out == "configmap/from-stdin created\n"
 
