@@ -16,4 +16,4 @@ def server(tmp_path: Path) -> Iterator[CapstanServer]:
         yield capstan
     finally:
         capstan.stop()
-        kill_all_containers()
+        kill_all_containers(capstan.data_dir)

@@ -121,6 +121,9 @@ class CapstanServer:
         headers = {"Authorization": f"Bearer {self.token}"}
         return httpx.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
 
+    def processes(self, pod_uids: set[str] | None = None) -> dict[str, list[psutil.Process]]:
+        return container_processes(self.data_dir, pod_uids)
+
     def get_json(self, path: str) -> dict[str, Any]:
         response = self.api("GET", path)
         response.raise_for_status()
@@ -137,14 +140,18 @@ class CapstanServer:
         return self.cli("apply", "-f", "-", stdin=text).stdout
 
 
-def container_processes(pod_uids: set[str] | None = None) -> dict[str, list[psutil.Process]]:
-    """Live container processes (not shims) by pod uid, found through the CAPSTAN_POD_UID
-    environment variable the node agent gives every container."""
+def container_processes(data_dir: Path, pod_uids: set[str] | None = None) -> dict[str, list[psutil.Process]]:
+    """Live container processes (not shims) of the server using ``data_dir``, by pod uid, found
+    through the CAPSTAN_* environment markers the node agent gives every container (so other
+    servers' containers on the same machine are never counted or killed)."""
+    runtime_dir = str((data_dir / "runtime").resolve())
     found: dict[str, list[psutil.Process]] = {}
     for proc in psutil.process_iter(["pid"]):
         try:
             env = proc.environ()
             if "CAPSTAN_POD_UID" not in env or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if env.get("CAPSTAN_RUNTIME_DIR") != runtime_dir:
                 continue
             if "capstan.runtime.shim" in " ".join(proc.cmdline()):
                 continue
@@ -156,8 +163,8 @@ def container_processes(pod_uids: set[str] | None = None) -> dict[str, list[psut
     return found
 
 
-def kill_all_containers() -> None:
-    for procs in container_processes().values():
+def kill_all_containers(data_dir: Path) -> None:
+    for procs in container_processes(data_dir).values():
         for proc in procs:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(os.getpgid(proc.pid), signal.SIGKILL)

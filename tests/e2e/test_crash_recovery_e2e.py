@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import CapstanServer, container_processes, kill_all_containers, wait_for
+from tests.e2e.harness import CapstanServer, kill_all_containers, wait_for
 
 ROUNDS = 10
 REPLICAS = 20
@@ -29,7 +29,7 @@ def converged(server: CapstanServer, replicas: int) -> bool:
     if len(pods) != replicas or len(running) != replicas:
         return False
     uids = {p["metadata"]["uid"] for p in pods}
-    everything = container_processes()
+    everything = server.processes()
     # Exactly one live process per pod, and none that belongs to no pod (orphans).
     return set(everything) == uids and all(len(procs) == 1 for procs in everything.values())
 
@@ -63,4 +63,42 @@ def test_kill9_during_scale_up_loses_nothing_and_leaves_no_orphans(tmp_path: Pat
                      message=f"round {round_number}: back to zero pods and zero processes")
     finally:
         server.stop()
-        kill_all_containers()
+        kill_all_containers(server.data_dir)
+
+
+def one_process_per_pod(server: CapstanServer, replicas: int) -> dict[str, int] | None:
+    if not converged(server, replicas):
+        return None
+    return {uid: procs[0].pid for uid, procs in server.processes().items()}
+
+
+def test_graceful_stop_stops_containers_and_restart_brings_them_back_once(tmp_path: Path) -> None:
+    server = CapstanServer(tmp_path / "data")
+    server.start()
+    try:
+        server.apply({**DEPLOYMENT, "spec": {**DEPLOYMENT["spec"], "replicas": 3}})  # type: ignore[dict-item]
+        wait_for(lambda: one_process_per_pod(server, 3), timeout=60, message="3 pods, one process each")
+        server.stop()
+        assert server.processes() == {}, "a normal stop stops the containers"
+        server.start()
+        wait_for(lambda: one_process_per_pod(server, 3), timeout=60, message="the same 3 pods running again")
+    finally:
+        server.stop()
+        kill_all_containers(server.data_dir)
+
+
+def test_keep_workloads_leaves_processes_running_and_readopts_them(tmp_path: Path) -> None:
+    server = CapstanServer(tmp_path / "data", extra_args=["--keep-workloads"])
+    server.start()
+    try:
+        server.apply({**DEPLOYMENT, "spec": {**DEPLOYMENT["spec"], "replicas": 3}})  # type: ignore[dict-item]
+        before = wait_for(lambda: one_process_per_pod(server, 3), timeout=60, message="3 pods, one process each")
+        server.stop()
+        assert {uid: procs[0].pid for uid, procs in server.processes().items()} == before
+        server.start()
+        time.sleep(2)  # give a buggy agent the chance to start duplicates
+        after = wait_for(lambda: one_process_per_pod(server, 3), timeout=60, message="3 adopted pods")
+        assert after == before, "the same processes are adopted, none started twice"
+    finally:
+        server.stop()
+        kill_all_containers(server.data_dir)

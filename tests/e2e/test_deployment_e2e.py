@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.e2e.harness import CapstanServer, container_processes, wait_for
+from tests.e2e.harness import CapstanServer, wait_for
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello.yaml"
 
@@ -20,7 +20,7 @@ def running_pods(server: CapstanServer, selector: str) -> list[dict]:  # type: i
 
 def live_processes(server: CapstanServer, selector: str) -> dict[str, list[psutil.Process]]:
     uids = {p["metadata"]["uid"] for p in server.pods(selector=selector)}
-    return container_processes(uids)
+    return server.processes(uids)
 
 
 def test_deployment_runs_heals_scales_to_zero_and_cascades(server: CapstanServer) -> None:
@@ -60,7 +60,7 @@ def test_deployment_runs_heals_scales_to_zero_and_cascades(server: CapstanServer
     uids = {p["metadata"]["uid"] for p in server.pods(selector="app=hello")}
     server.cli("delete", "deployment", "hello")
     wait_for(lambda: not server.pods(selector="app=hello"), timeout=60, message="pods deleted")
-    wait_for(lambda: not container_processes(uids), timeout=60, message="processes stopped")
+    wait_for(lambda: not server.processes(uids), timeout=60, message="processes stopped")
 
 
 def test_logs_of_a_running_pod(server: CapstanServer) -> None:

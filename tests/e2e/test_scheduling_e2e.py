@@ -35,4 +35,4 @@ def test_pod_larger_than_the_node_stays_pending_naming_cpu(tmp_path: Path) -> No
         assert "FailedScheduling" in described and "Insufficient cpu" in described
     finally:
         server.stop()
-        kill_all_containers()
+        kill_all_containers(server.data_dir)
