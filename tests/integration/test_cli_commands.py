@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -409,3 +410,26 @@ def test_secret_values_stay_out_of_the_server_log_and_describe(server: Server, t
     log = server.log_path.read_text()
     assert "/api/v1/namespaces/default/secrets" in log  # requests are logged...
     assert value not in log  # ...their bodies are not
+
+
+# ---- watching ------------------------------------------------------------------------------------
+
+def test_get_watch_prints_a_header_then_a_row_per_change(server: Server) -> None:
+    server.cli("apply", "-f", "-", stdin=yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace",
+                                                         "metadata": {"name": "watched"}}))
+    process = subprocess.Popen([sys.executable, "-m", "capstan.cli.main", "get", "cm", "-n", "watched", "-w"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=server.env())
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")),  # type: ignore[union-attr]
+                              daemon=True)
+    reader.start()
+    try:
+        server.cli("apply", "-f", "-", stdin=yaml.safe_dump(configmap("w1", {"a": "1"}, namespace="watched")))
+        server.cli("delete", "cm", "w1", "-n", "watched")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(lines) < 3:
+            time.sleep(0.05)
+        assert [line.split()[:2] for line in lines[:3]] == [["NAME", "DATA"], ["w1", "1"], ["w1", "1"]]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

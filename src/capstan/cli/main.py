@@ -280,11 +280,11 @@ def get(
         if watch:
             if len(collected) != 1:
                 raise CliError("watch is only supported on a single resource type")
-            rt, _, version = collected[0]
+            rt, items, version = collected[0]
             names = targets[0][1]
             field = f"metadata.name={names[0]}" if len(names) == 1 else field_selector
             _watch_and_print(client, rt, _namespace_for(rt, namespace, all_namespaces), version, selector,
-                             field, output, all_namespaces)
+                             field, output, all_namespaces, header_shown=bool(items))
         for error in errors:
             _echo_error(f"Error from server ({error.reason}): {error.message}")
         if errors:
@@ -326,12 +326,14 @@ def _watch_events(client: ApiClient, rt: ResourceType, namespace: str | None, ve
 
 
 def _watch_and_print(client: ApiClient, rt: ResourceType, namespace: str | None, version: str, selector: str,
-                     field_selector: str, output: str, all_namespaces: bool) -> None:
+                     field_selector: str, output: str, all_namespaces: bool, *, header_shown: bool) -> None:
     for _, obj in _watch_events(client, rt, namespace, version, selector, field_selector):
         if output in ("yaml", "json"):
             typer.echo(_dump(obj, output) + ("---" if output == "yaml" else ""), nl=output == "yaml")
         else:
-            _print_objects(rt, [obj], output, all_namespaces=all_namespaces, show_kind=False, header=False)
+            _print_objects(rt, [obj], output, all_namespaces=all_namespaces, show_kind=False,
+                           header=not header_shown)
+            header_shown = True
         sys.stdout.flush()
 
 
@@ -528,7 +530,8 @@ def events(
         elif not watch:
             _echo_error("No events found." if ns is None else f"No events found in {ns} namespace.")
         if watch:
-            _watch_and_print(client, rt, ns, version, "", field_selector, "", all_namespaces)
+            _watch_and_print(client, rt, ns, version, "", field_selector, "", all_namespaces,
+                             header_shown=bool(items))
 
 
 # ---- discovery and version ----------------------------------------------------------------------
