@@ -1,0 +1,1 @@
+"""Pure autoscaling decisions: the Kubernetes HPA algorithm, KEDA's ScaledObject and ScaledJob logic."""
