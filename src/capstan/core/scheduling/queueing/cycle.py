@@ -338,6 +338,11 @@ class _Cycle:
                 victim.key, victim.queue, workload.key, queue.config.name, why,
                 f"preempted to make room for {workload.key} ({_why(why)})"))
         self.nominated[workload.key] = tuple(v.key for v, _ in victims)
+        # Apply the preemption virtually for the rest of the cycle: the victims' quota is spoken for
+        # by the preemptor, so later decisions see the state this cycle is heading to.
+        for victim, _ in victims:
+            self.tree.queues[victim.queue].add_all(victim.usage, -1)
+        queue.node.add_all(assignment.usage)
         self.version[root] += 1
         self._set_reason(queue, workload, Reason(
             "PreemptionPending", f"preempting {len(victims)} workload(s) to make room: "
