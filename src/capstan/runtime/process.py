@@ -200,8 +200,9 @@ class ProcessRuntime:
             return _exited(exited, attempt)
         state = _read_json(directory / STATE)
         if state is None:
-            if self._alive(_read_pid(directory / SHIM_PID)):
-                return Running(pid=0, started_at=time.time(), attempt=attempt)  # still starting
+            launched = _mtime(directory / SPEC)
+            if self._alive(_read_pid(directory / SHIM_PID)) or time.time() - launched < START_TIMEOUT_SECONDS:
+                return Running(pid=0, started_at=launched, attempt=attempt)  # still starting
             return self._record_lost(directory, attempt, None)
         pid = int(state["pid"])
         process = self._container_process(pod_uid, container, attempt, pid)
@@ -255,7 +256,7 @@ class ProcessRuntime:
     async def stop(self, pod_uid: str, container: str, grace_seconds: float) -> ContainerState | None:
         """SIGTERM the container's process group, wait up to ``grace_seconds``, then SIGKILL the
         group. Returns once the container is gone and its exit is recorded."""
-        state = self.status(pod_uid, container)
+        state = await self._wait_launched(pod_uid, container)
         if not isinstance(state, Running):
             return state
         if state.pid > 0:
@@ -268,6 +269,16 @@ class ProcessRuntime:
                 self._signal_group(pod_uid, container, state, signal.SIGKILL)
             await self._wait_exited(pod_uid, container, START_TIMEOUT_SECONDS)
         return self.status(pod_uid, container)
+
+    async def _wait_launched(self, pod_uid: str, container: str) -> ContainerState | None:
+        """The state once the container process exists (a start may be under way)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_SECONDS
+        while True:
+            state = self.status(pod_uid, container)
+            if not isinstance(state, Running) or state.pid > 0 or loop.time() > deadline:
+                return state
+            await asyncio.sleep(0.01)
 
     def _signal_group(self, pod_uid: str, container: str, state: Running, signal_number: int) -> None:
         if self._container_process(pod_uid, container, state.attempt, state.pid) is None:
@@ -400,6 +411,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _read_pid(path: Path) -> int:
