@@ -375,25 +375,20 @@ class _Cycle:
     def _wait_reasons(self) -> dict[str, WaitReason]:
         sample = self.snapshot.settings.wait_reason_ahead_sample
         admitted = {a.workload for a in self.admissions}
+        reasons = self.reasons
         out: dict[str, WaitReason] = {}
-        positioned: set[str] = set()
         for name, queue in self.queues.items():
-            order = [w for w in queue.order if w.key not in admitted]
-            position = 0
-            first_of_priority = 0
-            for i, workload in enumerate(order):
-                if i and order[i - 1].priority != workload.priority:
-                    first_of_priority = i
-                reason = self.reasons.get(workload.key)
-                if reason is None:
-                    continue
-                ahead = tuple(w.key for w in order[:min(first_of_priority, sample)])
-                out[workload.key] = WaitReason(workload.key, name, position, reason, first_of_priority, ahead)
-                positioned.add(workload.key)
-                position += 1
+            order = [w for w in queue.order if w.key not in admitted] if admitted else queue.order
+            first_of_priority, previous, ahead = 0, None, ()
+            for position, workload in enumerate(order):
+                if workload.priority != previous:
+                    first_of_priority, previous = position, workload.priority
+                    ahead = tuple(w.key for w in order[:min(first_of_priority, sample)])
+                out[workload.key] = WaitReason(workload.key, name, position, reasons[workload.key], first_of_priority,
+                                               ahead)
         for workload in self.snapshot.pending:
-            if workload.key not in positioned and workload.key not in admitted:
-                reason = self.reasons.get(workload.key) or Reason("Pending", "not evaluated")
+            if workload.key not in out and workload.key not in admitted:
+                reason = reasons.get(workload.key) or Reason("Pending", "not evaluated")
                 out[workload.key] = WaitReason(workload.key, workload.cluster_queue, None, reason)
         return out
 
