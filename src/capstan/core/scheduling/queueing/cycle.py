@@ -379,7 +379,8 @@ class _Cycle:
         out: dict[str, WaitReason] = {}
         for name, queue in self.queues.items():
             order = [w for w in queue.order if w.key not in admitted] if admitted else queue.order
-            first_of_priority, previous, ahead = 0, None, ()
+            first_of_priority, previous = 0, None
+            ahead: tuple[str, ...] = ()
             for position, workload in enumerate(order):
                 if workload.priority != previous:
                     first_of_priority, previous = position, workload.priority
