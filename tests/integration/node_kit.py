@@ -139,15 +139,14 @@ async def stop_node(node: LocalNode) -> None:
 
 
 async def crash_node(node: LocalNode) -> None:
-    """As if Capstan were killed: tasks vanish, nothing is stopped, processes keep running."""
-    current = asyncio.current_task()
+    """As if Capstan were killed: its tasks vanish, nothing is stopped, processes keep running."""
+    doomed = [t for t in asyncio.all_tasks()
+              if t.get_name().startswith(("informer-", "NodeAgent", "Scheduler", "probe-", "stop-"))]
     if node.task is not None:
-        node.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await node.task
-    for task in asyncio.all_tasks():
-        if task is not current and task.get_name().startswith(("probe-", "stop-", "Task-")):
-            task.cancel()
+        doomed.append(node.task)
+    for task in doomed:
+        task.cancel()
+    await asyncio.gather(*doomed, return_exceptions=True)
     node.agent = None
 
 

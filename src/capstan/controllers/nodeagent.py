@@ -152,14 +152,17 @@ class NodeAgent(Controller):
     async def run(self, stop: asyncio.Event) -> None:
         await self.pods.wait_synced()
         await self.adopt()
-        workers = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
-        poller = asyncio.create_task(self._poll_runtime(stop))
-        await stop.wait()
-        self.queue.shutdown()
-        poller.cancel()
-        for task in [*workers, *self._probers.values()]:
-            task.cancel()
-        await asyncio.gather(poller, *workers, *self._probers.values(), return_exceptions=True)
+        workers = [asyncio.create_task(self._worker(), name=f"node-agent-worker-{i}") for i in range(self.workers)]
+        poller = asyncio.create_task(self._poll_runtime(stop), name="node-agent-poller")
+        try:
+            await stop.wait()
+        finally:
+            # Also when cancelled (as good as a crash): our tasks end, the containers stay.
+            self.queue.shutdown()
+            children = [poller, *workers, *self._probers.values()]
+            for task in children:
+                task.cancel()
+            await asyncio.gather(*children, return_exceptions=True)
         if self._stopping:
             await asyncio.gather(*self._stopping.values(), return_exceptions=True)
         if not self.keep_workloads:
