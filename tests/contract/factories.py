@@ -1,13 +1,15 @@
 """Store factories for the contract suite.
 
 Every entry of ``STORE_FACTORIES`` opens a store and a fresh namespace for one test. A store
-backed by a real Kubernetes API server is added here later; the tests do not change. Features a
+backed by a real Kubernetes API server ("kube") runs the same tests; it is skipped with a reason when the
+Kubernetes binaries are not built (hack/kube-build). Features a
 backend cannot offer (reopening the same data, forcing compaction, fast bookmarks, a tiny watch
 queue) are listed in ``unsupported`` with the reason, and the tests that need them are skipped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import tempfile
 import uuid
@@ -16,9 +18,14 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
+from capstan.api.errors import ApiError
 from capstan.api.registry import default_registry
 from capstan.store.base import Store
+from capstan.store.kube import KubeStore
 from capstan.store.sqlite import SqliteStore
+from tests.k8s.store_cluster import MISSING_BINARIES, binaries_available, store_cluster
 
 # Features a test can require with @pytest.mark.store_feature(name).
 FEATURES = ("reopen", "compaction", "bookmark_interval", "watch_queue_limit")
@@ -97,6 +104,63 @@ async def _sqlite(options: StoreOptions) -> AsyncIterator[StoreSession]:
                 yield session
 
 
+class _CompactingKubeStore(KubeStore):
+    """Keeps only the newest ``history_limit`` revisions of etcd's history, as the embedded store's
+    ``history_limit`` does, by compacting etcd after every write; watching from an older version then gets a
+    real 410 from the API server (the contract cluster serves ConfigMap watches straight from etcd)."""
+
+    history_limit = 0
+    compact: Callable[[int], None] = staticmethod(lambda revision: None)
+
+    async def _request(self, method: str, path: str, **kwargs: object) -> dict:  # type: ignore[override,type-arg]
+        body = await super()._request(method, path, **kwargs)  # type: ignore[arg-type]
+        version = (body.get("metadata") or {}).get("resourceVersion") if method != "GET" else None
+        if version and int(version) > self.history_limit:
+            await asyncio.to_thread(self.compact, int(version) - self.history_limit)
+        return body
+
+
+@contextlib.asynccontextmanager
+async def _kube(options: StoreOptions) -> AsyncIterator[StoreSession]:
+    """A real kube-apiserver (tests/k8s/store_cluster.py), one namespace per test, deleted afterwards."""
+    if not binaries_available():
+        pytest.skip(MISSING_BINARIES)
+    cluster = await asyncio.to_thread(store_cluster)
+    registry = default_registry()
+
+    @contextlib.asynccontextmanager
+    async def opened() -> AsyncIterator[Store]:
+        store_class = _CompactingKubeStore if options.history_limit else KubeStore
+        store = await store_class.connect(registry, kubeconfig=cluster.kubeconfig)
+        if isinstance(store, _CompactingKubeStore):
+            store.history_limit = options.history_limit or 0
+            store.compact = cluster.compact  # type: ignore[method-assign]
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    async with contextlib.AsyncExitStack() as stack:
+        admin = await stack.enter_async_context(opened())  # outlives the test's store, which a test may close
+        namespace = _fresh_namespace_name()
+        await _create_namespace(admin, namespace)
+        try:
+            store = await stack.enter_async_context(opened())
+            session = StoreSession(store, namespace, reopener=opened)
+            async with session._stack:
+                yield session
+        finally:
+            with contextlib.suppress(ApiError):  # the namespace controller removes the content afterwards
+                await admin.delete(NAMESPACES_TYPE, namespace)
+
+
+NAMESPACES_TYPE = default_registry().lookup("namespaces")
+
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "sqlite": StoreFactory(open=_sqlite),
+    "kube": StoreFactory(open=_kube, unsupported={
+        "bookmark_interval": "the API server sends BOOKMARKs about once a minute; the interval is not a knob",
+        "watch_queue_limit": "the API server's per-watcher buffer is internal; a slow watcher is disconnected, "
+                             "not expired",
+    }),
 }
