@@ -122,7 +122,8 @@ class ReferenceHPA:
             replicas = 0
             invalid = 0
             for kind, target, value in metrics:
-                if value is None:
+                # Resource metrics of unready pods are dropped: no ready pod means no metrics at all.
+                if value is None or (kind == "Utilization" and ready == 0):
                     invalid += 1
                     continue
                 proposal = self.per_metric(kind, target, value, current, ready, up_tol, down_tol)

@@ -224,6 +224,21 @@ class ScaledJobSpec(KubeModel):
     scaling_strategy: ScalingStrategy = Field(default_factory=ScalingStrategy)
     triggers: list[ScaleTriggers] = Field(min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_restart_policy(cls, data: Any) -> Any:
+        """As KEDA: a Job template without restartPolicy gets ``OnFailure``."""
+        if not isinstance(data, dict):
+            return data
+        key = "jobTargetRef" if "jobTargetRef" in data else "job_target_ref"
+        job = data.get(key)
+        template = job.get("template") if isinstance(job, dict) else None
+        pod_spec = template.get("spec") if isinstance(template, dict) else None
+        if isinstance(pod_spec, dict) and not (pod_spec.get("restartPolicy") or pod_spec.get("restart_policy")):
+            pod_spec = {**pod_spec, "restartPolicy": "OnFailure"}
+            data = {**data, key: {**job, "template": {**template, "spec": pod_spec}}}  # type: ignore[dict-item]
+        return data
+
     @model_validator(mode="after")
     def _webhook_checks(self) -> ScaledJobSpec:
         problems = _unique_trigger_names(self.triggers)
