@@ -50,6 +50,10 @@ def _convert(node: Schema, defs: dict[str, Schema]) -> Schema:
             out[key] = _convert(value, defs)
         elif key == "const":
             out["enum"] = [value]
+        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            # pydantic writes JSON Schema 2020 (the bound itself); CRDs take OpenAPI v3.0: bound + flag.
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
         else:
             out[key] = copy.deepcopy(value)
     if out.get("type") == "object" and "properties" in out and node.get("additionalProperties", True):
