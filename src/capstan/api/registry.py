@@ -155,4 +155,8 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
 
 def default_registry() -> Registry:
     """The registry of every kind this build of Capstan serves."""
-    return Registry(BUILTIN_TYPES)
+    # Imported here: those modules build their ResourceTypes from this module.
+    from capstan.api.keda import KEDA_TYPES
+    from capstan.api.kueue import KUEUE_TYPES
+
+    return Registry((*BUILTIN_TYPES, *KEDA_TYPES, *KUEUE_TYPES))
