@@ -21,6 +21,8 @@ from typing import Any
 import uvicorn
 
 from capstan.api.registry import default_registry
+from capstan import __version__
+from capstan.controllers import metrics
 from capstan.controllers.embedded import EmbeddedOptions, build_embedded
 from capstan.server.api import build_app
 from capstan.server.auth import load_or_create_token, write_client_config
@@ -110,6 +112,7 @@ async def _run(settings: ServerSettings) -> None:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings.pods_root.mkdir(parents=True, exist_ok=True)
     token = load_or_create_token(settings.data_dir)
+    metrics.BUILD_INFO.labels(version=__version__).set(1)
     stop = _stop_event()
     store = await _open_store(settings)
     try:
@@ -120,7 +123,7 @@ async def _run(settings: ServerSettings) -> None:
         controllers_stop = asyncio.Event()
         controllers = asyncio.create_task(manager.run(controllers_stop), name="controllers")
         try:
-            async with serve_api(store, settings, token) as api:
+            async with serve_api(store, settings, token, metrics=metrics.render) as api:
                 print(f"Capstan API listening on {api.url} (data: {settings.data_dir})", flush=True)
                 await _until_stopped_or_failed(stop, controllers)
                 print("Capstan shutting down", flush=True)
