@@ -20,8 +20,8 @@ from typing import Any
 
 import uvicorn
 
-from capstan.api.registry import default_registry
 from capstan import __version__
+from capstan.api.registry import default_registry
 from capstan.controllers import metrics
 from capstan.controllers.embedded import EmbeddedOptions, build_embedded
 from capstan.server.api import build_app
