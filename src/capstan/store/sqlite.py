@@ -296,13 +296,14 @@ class SqliteStore(Store):
         patch_meta = patch.get("metadata") if isinstance(patch.get("metadata"), dict) else {}
         assert isinstance(patch_meta, dict)
         expected_rv = patch_meta.get("resourceVersion") or None
+        expected_uid = patch_meta.get("uid") or None
         if subresource == "status":
             if not rt.has_status:
                 raise no_subresource(rt, "status")
             return await self._replace(
                 rt, namespace, name,
                 lambda current: self._with_status(rt, current, merge_patch(current, patch).get("status")),
-                expected_rv=expected_rv, admit=False)
+                expected_rv=expected_rv, expected_uid=expected_uid, admit=False)
         if subresource is not None:
             raise no_subresource(rt, str(subresource))
 
@@ -310,7 +311,8 @@ class SqliteStore(Store):
             merged = _with_secret_data(rt, merge_patch(current, patch))
             return carry_server_fields(rt, current, self._normalized(rt, merged, []))
 
-        return await self._replace(rt, namespace, name, patched, expected_rv=expected_rv)
+        return await self._replace(rt, namespace, name, patched, expected_rv=expected_rv,
+                                   expected_uid=expected_uid)
 
     async def delete(
         self,
