@@ -138,3 +138,25 @@ async def test_watch_history_is_compacted_to_the_limit(tmp_path: Path) -> None:
         assert (await anext(events)).object["metadata"]["name"] == "c20"
     finally:
         await opened.close()
+
+
+async def test_mutators_edit_before_validators_and_on_create_only_when_asked(store: SqliteStore) -> None:
+    seen: list[int] = []
+
+    def default_replicas(new: Obj, old: Obj | None) -> None:
+        if old is None:
+            new["spec"]["replicas"] = 2
+            new["metadata"].setdefault("labels", {})["mutated"] = "yes"
+
+    def record(new: Obj, old: Obj | None) -> None:
+        seen.append(new["spec"]["replicas"])
+
+    store.add_mutator("Deployment", default_replicas)
+    store.add_validator("Deployment", record)
+    created = await store.create(deployment("web", "default", replicas=7))
+    assert created["spec"]["replicas"] == 2 and created["metadata"]["labels"]["mutated"] == "yes"
+    stored = await store.get(DEPLOYMENTS, "web", "default")
+    assert stored["spec"]["replicas"] == 2 and stored["metadata"]["uid"] == created["metadata"]["uid"]
+    updated = await store.update({**stored, "spec": {**stored["spec"], "replicas": 5}})
+    assert updated["spec"]["replicas"] == 5
+    assert seen == [2, 5]

@@ -70,6 +70,7 @@ from capstan.store._watch import Change, Watcher, WatchHub
 from capstan.store.base import EventType, ListResult, Obj, PropagationPolicy, Store, WatchEvent
 
 Validator = Callable[[Obj, Obj | None], Awaitable[None] | None]
+Mutator = Callable[[Obj, Obj | None], Awaitable[None] | None]
 # Aliases for annotations inside SqliteStore, where the name ``list`` is the method.
 _Objs = list[Obj]
 _Uids = list[str]
@@ -78,6 +79,7 @@ _Causes = list[Cause]
 _Changes = list[Change]
 _EventList = list[tuple[str, Obj]]
 _Validators = list[Validator]
+_Mutators = list[Mutator]
 
 _SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -140,6 +142,7 @@ class SqliteStore(Store):
         self._watch_queue_limit = watch_queue_limit
         self._hub = WatchHub()
         self._validators: dict[str, _Validators] = {}
+        self._mutators: dict[str, _Mutators] = {}
         self._rng = random.Random()
         self._changes: _Changes | None = None
         self._closed = False
@@ -189,6 +192,12 @@ class SqliteStore(Store):
         """Run ``fn(new, old_or_None)`` before every create/update/patch/scale of ``kind`` is
         written (not on status writes or garbage collection); it rejects by raising InvalidError."""
         self._validators.setdefault(kind, []).append(fn)
+
+    def add_mutator(self, kind: str, fn: Mutator) -> None:
+        """Run ``fn(new, old_or_None)`` before the validators of every create/update/patch of
+        ``kind``; it edits ``new`` in place (a mutating admission webhook's job: defaults, a
+        suspend flag, a scheduling gate). The edited object is validated again."""
+        self._mutators.setdefault(kind, []).append(fn)
 
     # ---- reads --------------------------------------------------------------------------------
 
@@ -243,7 +252,7 @@ class SqliteStore(Store):
         rt = self.registry.for_object(obj)
         candidate = self._prepare_create(rt, obj)
         self._check_namespace_accepts(rt, candidate)
-        await self._admit(rt, candidate, None)
+        candidate = await self._admit(rt, candidate, None)
         if dry_run:
             self._check_namespace_accepts(rt, candidate)
             if self._load(kind_key(rt), candidate["metadata"].get("namespace") or "",
@@ -464,8 +473,8 @@ class SqliteStore(Store):
                 raise uid_conflict(rt, name, expected_uid, current["metadata"]["uid"])
             updated = build(current)
             check_new_finalizers(rt, current, updated)
-            if admit and self._validators.get(rt.kind):
-                await self._admit(rt, updated, current)
+            if admit and (self._validators.get(rt.kind) or self._mutators.get(rt.kind)):
+                updated = await self._admit(rt, updated, current)
                 latest = self._load(kind_key(rt), namespace, name)
                 if latest is None:
                     raise not_found(rt, name)
@@ -545,11 +554,20 @@ class SqliteStore(Store):
             raise InvalidError.from_causes(rt.kind, name, causes)
         return normalized
 
-    async def _admit(self, rt: ResourceType, new: Obj, old: Obj | None) -> None:
+    async def _admit(self, rt: ResourceType, new: Obj, old: Obj | None) -> Obj:
+        """Mutators, then validators; returns the object to write."""
+        mutators = self._mutators.get(rt.kind, ())
+        for mutator in mutators:
+            outcome = mutator(new, old)
+            if inspect.isawaitable(outcome):
+                await outcome
+        if mutators:
+            new = self._normalized(rt, new, [])
         for validator in self._validators.get(rt.kind, ()):
             outcome = validator(new, old)
             if inspect.isawaitable(outcome):
                 await outcome
+        return new
 
     def _check_namespace_accepts(self, rt: ResourceType, obj: Obj) -> None:
         if not rt.namespaced:
