@@ -20,6 +20,7 @@ from capstan.controllers.informer import InformerFactory
 from capstan.controllers.runtime import Controller, ObjectKey, Result
 from capstan.core.scheduling import (
     plan_bindings,
+    pod_is_gated,
     pod_is_terminal,
     requested_on_node,
     unschedulable_message,
@@ -39,7 +40,7 @@ def is_ours(pod: Obj) -> bool:
 
 def is_pending(pod: Obj) -> bool:
     return (not (pod.get("spec") or {}).get("nodeName") and not pod["metadata"].get("deletionTimestamp")
-            and not pod_is_terminal(pod) and is_ours(pod))
+            and not pod_is_terminal(pod) and not pod_is_gated(pod) and is_ours(pod))
 
 
 class Scheduler(Controller):

@@ -14,6 +14,7 @@ from capstan.core.scheduling.resources import (
     ResourceList,
     add,
     node_allocatable,
+    pod_is_gated,
     pod_is_terminal,
     pod_requests,
     requested_on_node,
@@ -21,6 +22,6 @@ from capstan.core.scheduling.resources import (
 
 __all__ = [
     "FitResult", "Mismatch", "Placement", "ResourceList", "Shortage", "add", "check_fit", "node_allocatable",
-    "plan_bindings", "pod_is_terminal", "pod_requests", "requested_on_node", "scheduling_order",
+    "plan_bindings", "pod_is_gated", "pod_is_terminal", "pod_requests", "requested_on_node", "scheduling_order",
     "unschedulable_message",
 ]

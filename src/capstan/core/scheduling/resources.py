@@ -59,6 +59,11 @@ def pod_is_terminal(pod: Mapping[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") in TERMINAL_PHASES
 
 
+def pod_is_gated(pod: Mapping[str, Any]) -> bool:
+    """A pod with ``spec.schedulingGates`` is not scheduled until every gate is removed."""
+    return bool((pod.get("spec") or {}).get("schedulingGates"))
+
+
 def requested_on_node(pods: Iterable[Mapping[str, Any]], node_name: str) -> ResourceList:
     """What the non-terminal pods bound to ``node_name`` request together."""
     total: ResourceList = {}
