@@ -160,7 +160,7 @@ STORE_FACTORIES: dict[str, StoreFactory] = {
     "sqlite": StoreFactory(open=_sqlite),
     "kube": StoreFactory(open=_kube, unsupported={
         "bookmark_interval": "the API server sends BOOKMARKs about once a minute; the interval is not a knob",
-        "watch_queue_limit": "the API server's per-watcher buffer is internal; a slow watcher is disconnected, "
-                             "not expired",
+        "watch_queue_limit": "the API server's per-watcher buffer is internal; a slow watcher is "
+                             "disconnected, not expired",
     }),
 }

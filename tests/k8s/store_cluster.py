@@ -80,7 +80,8 @@ class StoreCluster:
 
     def compact(self, revision: int) -> None:
         """Compact etcd's history up to ``revision`` (the API server's resourceVersion is etcd's revision)."""
-        response = httpx.post(f"{self.etcd_url}/v3/kv/compaction", json={"revision": str(revision)}, timeout=30)
+        response = httpx.post(f"{self.etcd_url}/v3/kv/compaction", json={"revision": str(revision)},
+                              timeout=30)
         if response.status_code != 200 and "compacted" not in response.text:
             raise RuntimeError(f"etcd compaction to {revision} failed: {response.text}")
 
@@ -165,9 +166,11 @@ def _start(state: Path) -> StoreCluster:
         f"--secure-port={api_port}", f"--tls-cert-file={pki / 'apiserver.crt'}",
         f"--tls-private-key-file={pki / 'apiserver.key'}", f"--token-auth-file={state / 'tokens.csv'}",
         "--authorization-mode=RBAC", f"--service-account-issuer={server}",
-        f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
-        "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true", "--endpoint-reconciler-type=none",
-        "--profiling=false", "--disable-admission-plugins=ServiceAccount", "--watch-cache-sizes=configmaps#0"])
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true",
+        "--endpoint-reconciler-type=none", "--profiling=false",
+        "--disable-admission-plugins=ServiceAccount", "--watch-cache-sizes=configmaps#0"])
     _wait(state, "kube-apiserver", lambda: _ready(cluster))
     _spawn(state, bin_dir, "kube-controller-manager", [
         f"--kubeconfig={cluster.kubeconfig}", f"--authentication-kubeconfig={cluster.kubeconfig}",
@@ -220,7 +223,8 @@ def _write_kubeconfig(cluster: StoreCluster) -> None:
 
 def _spawn(state: Path, bin_dir: Path, name: str, args: list[str]) -> None:
     log = (state / "logs" / f"{name}.log").open("wb")
-    # A session of its own: a Ctrl-C aimed at pytest does not kill the cluster half-way; stop() kills the group.
+    # A session of its own: a Ctrl-C aimed at pytest does not kill the cluster half-way; stop() kills
+    # the group.
     process = subprocess.Popen([str(bin_dir / name), *args], stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()

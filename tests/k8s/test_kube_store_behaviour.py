@@ -1,6 +1,6 @@
 """KubeStore behaviour that only a real API server shows: watch streams the server ends, 410 on compacted
-versions (etcd's and the watch cache's), an Informer relisting after a 410, CRDs, and how Kubernetes' validation
-messages differ from the embedded store's for the same bad Deployment.
+versions, an Informer relisting after a 410, CRDs, and how Kubernetes'
+validation messages differ from the embedded store's for the same bad Deployment.
 
 Runs against the contract cluster of tests/k8s/store_cluster.py (ConfigMap watches served from etcd, so a test
 can compact history and get a real 410)."""
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -81,7 +80,7 @@ async def poll(check: Callable[[], bool], what: str, within: float = 60.0) -> No
         await asyncio.sleep(0.05)
 
 
-# ---- watch streams -------------------------------------------------------------------------------------------
+# ---- watch streams -------------------------------------------------------------------------------
 
 
 async def test_a_watch_outlives_the_servers_stream_timeout(cluster: StoreCluster, ns: str) -> None:
@@ -106,7 +105,8 @@ async def test_a_watch_outlives_the_servers_stream_timeout(cluster: StoreCluster
         ("MODIFIED", "before")]
 
 
-async def test_a_compacted_version_is_gone_from_etcd(cluster: StoreCluster, store: KubeStore, ns: str) -> None:
+async def test_a_compacted_version_is_gone_from_etcd(cluster: StoreCluster, store: KubeStore,
+                                                     ns: str) -> None:
     first = await store.create(configmap("churn", ns, n="0"))
     latest = first
     for n in range(1, 4):
@@ -117,16 +117,6 @@ async def test_a_compacted_version_is_gone_from_etcd(cluster: StoreCluster, stor
         await anext(events)
     assert (caught.value.code, caught.value.reason) == (410, "Expired")
     assert str(caught.value) == "The resourceVersion for the provided watch is too old."
-
-
-async def test_a_version_older_than_the_watch_cache_is_gone(store: KubeStore, ns: str) -> None:
-    """Pods are watched through the API server's watch cache, whose window starts after resourceVersion 1."""
-    await store.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns},
-                        "spec": {"containers": [{"name": "main", "image": "busybox"}]}})
-    events = store.watch(PODS, ns, resource_version="1")
-    with pytest.raises(GoneError) as caught:
-        await anext(events)
-    assert re.fullmatch(r"too old resource version: 1 \(\d+\)", str(caught.value))
 
 
 class CountingStore(KubeStore):
@@ -179,11 +169,13 @@ async def test_close_ends_a_watch_that_is_waiting_for_events(cluster: StoreClust
         await asyncio.wait_for(reader, EVENT_SECONDS)
 
 
-# ---- deletion answers ------------------------------------------------------------------------------------------
+# ---- deletion answers ----------------------------------------------------------------------------
 
 
-async def test_delete_of_a_pod_answers_none_although_the_server_returns_the_pod(store: KubeStore, ns: str) -> None:
-    """An unscheduled Pod is deleted at once, but the API answers with the Pod carrying a deletionTimestamp."""
+async def test_delete_of_a_pod_answers_none_although_the_server_returns_the_pod(store: KubeStore,
+                                                                                ns: str) -> None:
+    """An unscheduled Pod is deleted at once, but the API answers with the Pod carrying a
+    deletionTimestamp."""
     await store.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns},
                         "spec": {"containers": [{"name": "main", "image": "busybox"}]}})
     assert await store.delete(PODS, "p", ns) is None
@@ -191,7 +183,7 @@ async def test_delete_of_a_pod_answers_none_although_the_server_returns_the_pod(
         await store.get(PODS, "p", ns)
 
 
-# ---- validation messages ----------------------------------------------------------------------------------------
+# ---- validation messages -------------------------------------------------------------------------
 
 
 def bad_deployment(namespace: str) -> Obj:
@@ -214,7 +206,8 @@ KUBE_CAUSES = [
 ]
 
 
-async def test_invalid_deployment_messages_compared_with_the_embedded_store(store: KubeStore, ns: str) -> None:
+async def test_invalid_deployment_messages_compared_with_the_embedded_store(store: KubeStore,
+                                                                           ns: str) -> None:
     """Kubernetes reports every problem of the object at once; the embedded store's schema check stops at the
     first layer that fails (here the replica count) and does not check the rest. Both use the same field
     paths for what they report. (docs/kubernetes-store.md lists the differences.)"""
@@ -234,7 +227,8 @@ async def test_invalid_deployment_messages_compared_with_the_embedded_store(stor
         with pytest.raises(InvalidError) as on_sqlite:
             await embedded.create(bad_deployment(ns))
         mine = on_sqlite.value
-        assert str(mine) == 'Deployment "bad" is invalid: spec.replicas: Input should be greater than or equal to 0'
+        assert str(mine) == ('Deployment "bad" is invalid: spec.replicas: '
+                             "Input should be greater than or equal to 0")
         assert [c.field for c in mine.causes] == ["spec.replicas"]
         assert {c.field for c in mine.causes} <= {c.field for c in kube.causes}
         # What only Kubernetes rejects: the embedded store accepts each of these problems on its own.
@@ -275,7 +269,7 @@ async def test_a_wrong_json_type_is_a_bad_request_on_kubernetes(store: KubeStore
         "struct field DeploymentSpec.spec.replicas of type int32")
 
 
-# ---- CRDs ----------------------------------------------------------------------------------------------------------
+# ---- CRDs ----------------------------------------------------------------------------------------
 
 
 async def test_install_crds_then_use_the_kind_like_a_builtin(cluster: StoreCluster, ns: str) -> None:
@@ -295,8 +289,8 @@ async def test_install_crds_then_use_the_kind_like_a_builtin(cluster: StoreClust
         listed = await crd_store.list(SCALED_OBJECT_TYPE, ns)
         assert [item["metadata"]["name"] for item in listed.items] == ["web"]
         assert listed.items[0]["kind"] == "ScaledObject"
-        status = await crd_store.patch(SCALED_OBJECT_TYPE, "web", ns, {"status": {"externalMetricNames": ["x"]}},
-                                       subresource="status")
+        status = await crd_store.patch(SCALED_OBJECT_TYPE, "web", ns,
+                                       {"status": {"externalMetricNames": ["x"]}}, subresource="status")
         assert status["status"] == {"externalMetricNames": ["x"]}
         assert status["metadata"]["generation"] == 1
         assert await crd_store.delete(SCALED_OBJECT_TYPE, "web", ns) is None

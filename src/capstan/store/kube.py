@@ -69,7 +69,8 @@ class KubeStore(Store):
     kubectl does; ``list`` and ``watch`` with ``None`` cover all namespaces.
     """
 
-    def __init__(self, client: httpx.AsyncClient, registry: Registry, *, watch_timeout_seconds: int = 290) -> None:
+    def __init__(self, client: httpx.AsyncClient, registry: Registry, *,
+                 watch_timeout_seconds: int = 290) -> None:
         self.registry = registry
         self._client = client
         self._watch_timeout_seconds = watch_timeout_seconds
@@ -91,9 +92,9 @@ class KubeStore(Store):
         request_timeout: float = 30.0,
         watch_timeout_seconds: int = 290,
     ) -> KubeStore:
-        """Connect using the in-cluster service account, or a kubeconfig (``kubeconfig``, else $KUBECONFIG or
-        ~/.kube/config), with ``server``/``token``/``ca_file``/``insecure_skip_tls_verify`` overriding it. With
-        ``server`` and no kubeconfig file at all, the overrides alone are used.
+        """Connect using the in-cluster service account, or a kubeconfig (``kubeconfig``, else $KUBECONFIG
+        or ~/.kube/config), with ``server``/``token``/``ca_file``/``insecure_skip_tls_verify`` overriding it.
+        With ``server`` and no kubeconfig file at all, the overrides alone are used.
 
         ``watch_timeout_seconds`` is the timeoutSeconds asked for on each watch request; the server ends the
         stream after it (with some jitter) and the watch is transparently reopened."""
@@ -109,7 +110,7 @@ class KubeStore(Store):
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
         return cls(client, registry, watch_timeout_seconds=watch_timeout_seconds)
 
-    # ---- reads ----------------------------------------------------------------------------------------------
+    # ---- reads -----------------------------------------------------------------------------------
 
     async def get(self, rt: ResourceType, name: str, namespace: str | None = None) -> Obj:
         return await self._request("GET", self._path(rt, self._namespace_of(rt, namespace), name))
@@ -137,7 +138,7 @@ class KubeStore(Store):
                           continue_token=meta.get("continue") or None,
                           remaining_item_count=int(remaining) if remaining is not None else None)
 
-    # ---- writes ---------------------------------------------------------------------------------------------
+    # ---- writes ----------------------------------------------------------------------------------
 
     async def create(self, obj: Obj, *, dry_run: bool = False) -> Obj:
         rt = self.registry.for_object(obj)
@@ -192,7 +193,7 @@ class KubeStore(Store):
         same = current["metadata"].get("uid") == answer["metadata"].get("uid")
         return current if same else None
 
-    # ---- scale subresource ------------------------------------------------------------------------------------
+    # ---- scale subresource -----------------------------------------------------------------------
 
     async def get_scale(self, rt: ResourceType, name: str, namespace: str | None) -> Obj:
         return await self._request("GET", self._path(rt, self._namespace_of(rt, namespace), name, "scale"))
@@ -207,10 +208,11 @@ class KubeStore(Store):
             meta["namespace"] = namespace
         if resource_version:
             meta["resourceVersion"] = resource_version
-        scale = {"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": meta, "spec": {"replicas": replicas}}
+        scale = {"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": meta,
+                 "spec": {"replicas": replicas}}
         return await self._request("PUT", self._path(rt, namespace, name, "scale"), json_body=scale)
 
-    # ---- watch ------------------------------------------------------------------------------------------------
+    # ---- watch -----------------------------------------------------------------------------------
 
     async def watch(
         self,
@@ -269,19 +271,20 @@ class KubeStore(Store):
         finally:
             closed.cancel()
 
-    # ---- lifecycle --------------------------------------------------------------------------------------------
+    # ---- lifecycle -------------------------------------------------------------------------------
 
     async def close(self) -> None:
         self._closed.set()
         await asyncio.sleep(0)  # let open watches notice and release their connections
         await self._client.aclose()
 
-    # ---- plumbing ---------------------------------------------------------------------------------------------
+    # ---- plumbing --------------------------------------------------------------------------------
 
     async def request(self, method: str, path: str, *, json_body: Any = None,
                       params: dict[str, str] | None = None, content_type: str = _JSON) -> Obj:
         """A raw API call (for kinds outside the registry, such as CRDs): the decoded body, or an ApiError."""
-        return await self._request(method, path, json_body=json_body, params=params, content_type=content_type)
+        return await self._request(method, path, json_body=json_body, params=params,
+                                   content_type=content_type)
 
     async def _request(self, method: str, path: str, *, json_body: Any = None,
                        params: dict[str, str] | None = None, content_type: str = _JSON) -> Obj:
@@ -310,12 +313,13 @@ class KubeStore(Store):
         return namespace or "default"
 
 
-# ---- CRDs ---------------------------------------------------------------------------------------------------
+# ---- CRDs ----------------------------------------------------------------------------------------
 
 
-async def install_crds(store: KubeStore, types: Iterable[ResourceType], *, established_within: float = 60.0) -> None:
-    """Create or update the CRDs of ``types`` (from ``capstan.api.schema.custom_resource_definition``) and wait
-    until the API server reports each Established, so the kinds can be used right away."""
+async def install_crds(store: KubeStore, types: Iterable[ResourceType], *,
+                       established_within: float = 60.0) -> None:
+    """Create or update the CRDs of ``types`` (from ``capstan.api.schema.custom_resource_definition``) and
+    wait until the API server reports each Established, so the kinds can be used right away."""
     group, version, plural = _CRDS
     names = []
     for rt in types:
@@ -345,7 +349,7 @@ async def _wait_established(store: KubeStore, path: str) -> None:
         delay = min(delay * 2, 1.0)
 
 
-# ---- helpers ------------------------------------------------------------------------------------------------
+# ---- helpers -------------------------------------------------------------------------------------
 
 
 def resource_path(group: str, version: str, plural: str, namespace: str | None, name: str | None = None,
