@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from capstan.api.appsv1 import Deployment
 from capstan.api.base import Resource
 from capstan.api.batchv1 import Job
+from capstan.api.coordinationv1 import Lease
 from capstan.api.corev1 import ConfigMap, Event, Namespace, Node, Pod, Secret
 from capstan.api.errors import Cause, InvalidError, NotFoundError
 
@@ -150,6 +151,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ResourceType("apps", "v1", "Deployment", "deployments", Deployment, short_names=("deploy",),
                  scale=ScaleSubresource(label_selector_path="status.selector"), categories=("all",)),
     ResourceType("batch", "v1", "Job", "jobs", Job, categories=("all",)),
+    ResourceType("coordination.k8s.io", "v1", "Lease", "leases", Lease, has_status=False),
 )
 
 

@@ -21,6 +21,7 @@ from capstan.cli.client import ApiClient, UnreachableError
 from capstan.cli.config import ConfigError, default_data_dir, resolve_config
 from capstan.cli.describe import describe as describe_object
 from capstan.cli.manifests import ManifestError, apply_document, read_documents, validate_all
+from capstan.cli.operator import operator
 
 app = typer.Typer(name="capstan", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Capstan: Kubernetes API semantics on one machine, and the tools to drive it.")
@@ -195,6 +196,9 @@ def server(
         cpu=cpu, memory=memory, extended_resources=_extended_resources(extended_resource or []),
         keep_workloads=keep_workloads)
     run_server(settings)
+
+
+app.command()(operator)
 
 
 # ---- apply --------------------------------------------------------------------------------------
