@@ -1,0 +1,1 @@
+"""Generated gRPC code for the KEDA external scaler protocol (see hack/gen-grpc)."""
