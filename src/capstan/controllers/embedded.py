@@ -20,6 +20,8 @@ from capstan.controllers.scheduler import Scheduler
 from capstan.runtime.process import ProcessRuntime
 from capstan.store.base import Store
 
+RESYNC_SECONDS = 300.0
+
 
 @dataclass(frozen=True)
 class EmbeddedOptions:
@@ -41,7 +43,9 @@ class EmbeddedOptions:
 
 async def build_embedded(store: Store, options: EmbeddedOptions) -> Manager:
     """Register the node and assemble the embedded controllers; ``Manager.run`` runs them."""
-    informers = InformerFactory(store)
+    # A periodic resync re-examines every object now and then, a safety net for anything a
+    # level-triggered reconcile could miss (a clock-based condition nobody requeued for).
+    informers = InformerFactory(store, resync_period=RESYNC_SECONDS)
     registrar = NodeRegistrar(store, node_name=options.node_name, cpu=options.cpu, memory=options.memory,
                               extended_resources=options.extended_resources)
     await registrar.register()
