@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capstan.controllers.autoscaling import AutoscalingOptions, add_autoscaling
+from capstan.controllers.autoscaling.pod_metrics import ProcessPodMetrics
+from capstan.controllers.autoscaling.triggers import AuthOptions
 from capstan.controllers.deployment import DeploymentController
 from capstan.controllers.events import EventRecorder
 from capstan.controllers.gc import GarbageCollector
@@ -63,4 +66,7 @@ async def build_embedded(store: Store, options: EmbeddedOptions) -> Manager:
     manager.add(Scheduler(informers, store, recorder("default-scheduler"), node_name=node_name))
     manager.add(NodeAgent(informers, store, recorder("kubelet"), runtime, node_name=node_name,
                           keep_workloads=options.keep_workloads))
+    add_autoscaling(manager, informers, store, recorder, AutoscalingOptions(
+        auth=AuthOptions(file_auth_root=options.data_dir / "trigger-auth"),
+        pod_metrics=ProcessPodMetrics(store, runtime)))
     return manager

@@ -1,0 +1,168 @@
+"""One set of scalers per ScaledObject (or ScaledJob) generation.
+
+The set is built from the object's triggers and the resolved configs (authentication, target
+environment); it is reused across polls while the fingerprint (generation + resolved configs)
+stays the same, and closed when the object changes or goes. A trigger whose read fails is
+rebuilt before its next read (KEDA's refreshScaler), without touching the other triggers.
+Push scalers run in their own task and call ``wake`` when their source changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+from capstan.scalers.base import MetricResult, MetricSpec, PushScaler, Scaler, ScalerConfig, ScalerError
+from capstan.scalers.registry import build_scaler
+
+log = logging.getLogger(__name__)
+
+Wake = Callable[[bool], None]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One metric of one trigger, read this pass."""
+
+    index: int
+    config: ScalerConfig
+    spec: MetricSpec
+    result: MetricResult | None
+    error: str | None
+    seconds: float
+
+
+@dataclass
+class ScalerSet:
+    fingerprint: Hashable
+    configs: tuple[ScalerConfig, ...]
+    scalers: list[Scaler]
+    specs: list[list[MetricSpec]]
+    push_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    stale: set[int] = field(default_factory=set)
+
+    @classmethod
+    def build(cls, fingerprint: Hashable, configs: Sequence[ScalerConfig], wake: Wake | None) -> ScalerSet:
+        """Build every scaler; a ScalerConfigError of any trigger propagates (after closing the others)."""
+        scalers: list[Scaler] = []
+        try:
+            for config in configs:
+                scalers.append(build_scaler(config))
+            specs = [scaler.metric_specs() for scaler in scalers]
+        except BaseException:
+            for scaler in scalers:
+                _close_soon(scaler)
+            raise
+        built = cls(fingerprint, tuple(configs), scalers, specs)
+        if wake is not None:
+            for scaler in scalers:
+                if isinstance(scaler, PushScaler):
+                    built.push_tasks.append(asyncio.create_task(_follow(scaler, wake)))
+        return built
+
+    async def read_all(self) -> list[Reading]:
+        """Read every metric of every trigger concurrently, each bounded by its trigger's timeout."""
+        jobs = [self._read(index, spec) for index in range(len(self.scalers)) for spec in self.specs[index]]
+        return list(await asyncio.gather(*jobs))
+
+    async def _read(self, index: int, spec: MetricSpec) -> Reading:
+        config = self.configs[index]
+        if index in self.stale:
+            await self._rebuild(index)
+        scaler = self.scalers[index]
+        started = time.perf_counter()
+        try:
+            # The scaler bounds its own waits; this is the backstop for one that does not.
+            async with asyncio.timeout(config.timeout_seconds + 1.0):
+                result = await scaler.get_metrics_and_activity(spec.name)
+        except TimeoutError:
+            self.stale.add(index)
+            return Reading(index, config, spec, None, f"no answer within {config.timeout_seconds:g}s",
+                           time.perf_counter() - started)
+        except ScalerError as exc:
+            self.stale.add(index)
+            return Reading(index, config, spec, None, str(exc) or type(exc).__name__, time.perf_counter() - started)
+        except Exception as exc:  # a scaler bug must not stop the object's other triggers
+            self.stale.add(index)
+            log.exception("%s failed", config.label)
+            return Reading(index, config, spec, None, f"{type(exc).__name__}: {exc}", time.perf_counter() - started)
+        return Reading(index, config, spec, result, None, time.perf_counter() - started)
+
+    async def _rebuild(self, index: int) -> None:
+        self.stale.discard(index)
+        old = self.scalers[index]
+        if old.is_push:
+            return  # a push scaler reconnects by itself; rebuilding would restart its follower
+        try:
+            fresh = build_scaler(self.configs[index])
+        except ScalerError:
+            return
+        self.scalers[index] = fresh
+        _close_soon(old)
+
+    async def aclose(self) -> None:
+        for task in self.push_tasks:
+            task.cancel()
+        await asyncio.gather(*self.push_tasks, return_exceptions=True)
+        for scaler in self.scalers:
+            with contextlib.suppress(Exception):
+                await scaler.aclose()
+
+
+async def _follow(scaler: PushScaler, wake: Wake) -> None:
+    while True:
+        try:
+            await scaler.run(wake)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: push follower failed; restarting in 5 s", scaler.config.label)
+            await asyncio.sleep(5)
+
+
+def _close_soon(scaler: Scaler) -> None:
+    async def close() -> None:
+        with contextlib.suppress(Exception):
+            await scaler.aclose()
+
+    with contextlib.suppress(RuntimeError):
+        task = asyncio.get_running_loop().create_task(close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+class ScalerCache:
+    """Scaler sets by object key."""
+
+    def __init__(self) -> None:
+        self._sets: dict[Hashable, ScalerSet] = {}
+
+    def get(self, key: Hashable, fingerprint: Hashable) -> ScalerSet | None:
+        found = self._sets.get(key)
+        return found if found is not None and found.fingerprint == fingerprint else None
+
+    async def put(self, key: Hashable, scaler_set: ScalerSet) -> None:
+        old = self._sets.get(key)
+        self._sets[key] = scaler_set
+        if old is not None and old is not scaler_set:
+            await old.aclose()
+
+    async def drop(self, key: Hashable) -> None:
+        old = self._sets.pop(key, None)
+        if old is not None:
+            await old.aclose()
+
+    async def close_all(self) -> None:
+        for key in list(self._sets):
+            await self.drop(key)
+
+    def __len__(self) -> int:
+        return len(self._sets)
