@@ -7,9 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from capstan.api.keda import SCALED_JOB_NAME_LABEL
 from tests.integration.autoscaling_kit import VALUES, Cluster, cluster, unique
 from tests.integration.workloads_kit import Kubelet, eventually
+
+from capstan.api.keda import SCALED_JOB_NAME_LABEL
 
 
 def scaled_job(name: str, key: str, **spec: Any) -> dict[str, Any]:

@@ -8,11 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-from capstan.api.errors import InvalidError
-from capstan.controllers.autoscaling import AutoscalingOptions
-from capstan.controllers.autoscaling.explain import explain_scaled_object
-from capstan.controllers.events import utcnow
 from tests.integration.autoscaling_kit import (
     HANG,
     VALUES,
@@ -25,6 +20,11 @@ from tests.integration.autoscaling_kit import (
     unique,
 )
 from tests.integration.workloads_kit import eventually
+
+from capstan.api.errors import InvalidError
+from capstan.controllers.autoscaling import AutoscalingOptions
+from capstan.controllers.autoscaling.explain import explain_scaled_object
+from capstan.controllers.events import utcnow
 
 
 async def test_replicas_rise_with_the_metric_and_return_to_zero_after_the_cooldown(tmp_path: Path) -> None:
