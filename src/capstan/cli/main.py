@@ -16,6 +16,7 @@ import yaml
 from capstan import __version__
 from capstan.api.errors import ApiError, GoneError, NotFoundError
 from capstan.api.registry import Registry, ResourceType
+from capstan.cli import autoscaling as autoscaling_cli
 from capstan.cli import printers
 from capstan.cli.client import ApiClient, UnreachableError
 from capstan.cli.config import ConfigError, default_data_dir, resolve_config
@@ -571,6 +572,9 @@ def version(
         return
     with _client(ctx, server, token, data_dir) as client:
         typer.echo(f"Server Version: {client.version().get('gitVersion', 'unknown')}")
+
+
+app.add_typer(autoscaling_cli.app, name="scaledobject")
 
 
 def run() -> None:

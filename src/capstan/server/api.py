@@ -51,6 +51,7 @@ from capstan.runtime.logs import container_log_path
 from capstan.server import discovery
 from capstan.server.access import AccessLogMiddleware, internal_error_body, log_unexpected
 from capstan.server.auth import BearerTokenMiddleware
+from capstan.server.autoscaling import explain_routes
 from capstan.server.podlogs import follow_log, read_log
 from capstan.store.base import Obj, PropagationPolicy, Store
 
@@ -570,6 +571,7 @@ def build_app(store: Store, *, token: str, pods_root: Path,
         return _status_response(BadRequestError(str(exc.detail)))
 
     routes = [
+        *explain_routes(store),
         Route("/healthz", ok, methods=["GET"]),
         Route("/readyz", ok, methods=["GET"]),
         Route("/version", version, methods=["GET"]),
