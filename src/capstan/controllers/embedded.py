@@ -11,6 +11,7 @@ from pathlib import Path
 from capstan.controllers.autoscaling import AutoscalingOptions, add_autoscaling
 from capstan.controllers.autoscaling.pod_metrics import ProcessPodMetrics
 from capstan.controllers.autoscaling.triggers import AuthOptions
+from capstan.controllers.batch import add_batch_controllers
 from capstan.controllers.deployment import DeploymentController
 from capstan.controllers.events import EventRecorder
 from capstan.controllers.gc import GarbageCollector
@@ -64,6 +65,7 @@ async def build_embedded(store: Store, options: EmbeddedOptions) -> Manager:
     manager.add(JobController(informers, store, recorder("job-controller")))
     manager.add(GarbageCollector(informers, store, recorder("garbage-collector")))
     manager.add(Scheduler(informers, store, recorder("default-scheduler"), node_name=node_name))
+    add_batch_controllers(manager, informers, store, recorder)
     manager.add(NodeAgent(informers, store, recorder("kubelet"), runtime, node_name=node_name,
                           keep_workloads=options.keep_workloads))
     add_autoscaling(manager, informers, store, recorder, AutoscalingOptions(

@@ -1,0 +1,665 @@
+"""The admission loop: informer caches -> ``Snapshot`` -> ``schedule`` -> Workload and queue writes.
+
+One loop (never two cycles at once) runs a cycle whenever something relevant changed, after a
+short debounce so a burst of changes costs one cycle, and when a back-off expires. A cycle:
+
+1. builds a :class:`Snapshot` from the caches: ClusterQueues, Cohorts, ResourceFlavors, the
+   pending Workloads (LocalQueue resolved to its ClusterQueue; a missing LocalQueue is reported on
+   the Workload and never reaches the core), the Workloads holding quota, and, in embedded mode,
+   each node's free capacity (allocatable minus bound unfinished pods minus the pods admitted
+   workloads have not started yet), plus the core's memory from the previous cycle;
+2. calls ``schedule(snapshot, now)``;
+3. writes: admissions (``status.admission``, ``QuotaReserved`` and ``Admitted``), evictions of
+   preemption victims (``Evicted``/``Preempted``; the Job integration suspends their Jobs and
+   releases the quota once their pods are gone, and only then is the preemptor admitted), wait
+   reasons on pending Workloads (``QuotaReserved=False`` with the core's reason code and message,
+   position included), queue status, Events and metrics.
+
+Writes are made from the freshest copy we know: our own writes are kept in an overlay until the
+informer delivers them, so a cycle right after a write never decides on a stale Workload.
+
+Dependencies: a Workload annotated ``capstan.io/depends-on: "a,b"`` (copied from its Job) is not
+ready until the Jobs ``a`` and ``b`` of its namespace are Complete; if one Failed, the Workload is
+Finished with reason ``DependencyFailed`` and its Job stays suspended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from capstan.api.errors import ConflictError, NotFoundError
+from capstan.controllers.batch import metrics
+from capstan.controllers.batch.common import (
+    ADMISSION_ATTEMPT,
+    ADMITTED,
+    DEPENDENCY_FAILED,
+    DEPENDS_ON,
+    EVICTED,
+    FINISHED,
+    JOB_UID_LABEL,
+    LOCAL_QUEUE_MISSING,
+    PREEMPTED,
+    QUOTA_RESERVED,
+    admission_wire,
+    cluster_queue_config,
+    cohort_config,
+    conditions_of,
+    core_admitted,
+    core_workload,
+    epoch,
+    flavor_of,
+    holds_quota,
+    is_finished,
+    now_rfc3339,
+    pod_sets,
+    queue_time,
+    with_condition,
+    workload_key,
+)
+from capstan.controllers.batch.queues import (
+    active_condition,
+    cluster_queue_status,
+    local_queue_status,
+    same_status,
+)
+from capstan.controllers.batch.workload_pods import GROUP_WORKLOAD_LABEL, group_of
+from capstan.controllers.events import EventRecorder, utcnow
+from capstan.controllers.informer import ChangeType, Informer, InformerFactory
+from capstan.core.scheduling.conditions import find_condition
+from capstan.core.scheduling.queueing import (
+    AdmittedWorkload,
+    CycleResult,
+    NodeCapacity,
+    PodSet,
+    SchedulerMemory,
+    Settings,
+    Snapshot,
+    WaitReason,
+    Workload,
+    schedule,
+)
+from capstan.core.scheduling.resources import node_allocatable, pod_is_terminal, pod_requests
+from capstan.core.workloads.job import CONTROLLER_UID_LABEL, finished_condition
+from capstan.store.base import Obj, Store
+
+log = logging.getLogger(__name__)
+
+_ACTIVE_CODES = ("PreemptionPending", "PreemptionInProgress", "WaitingForCapacity", "Backoff", "Pending")
+
+
+@dataclass
+class AdmissionOptions:
+    debounce: float = 0.03
+    physical_fit: bool = True
+    settings: Settings = field(default_factory=Settings)
+    position_refresh: float = 5.0  # at most this often a changed position alone is written
+    status_interval: float = 0.5  # at most this often a queue's status is written
+    wait_writes_per_cycle: int = 200  # the rest of the waiting workloads are written next cycle
+    resync: float = 10.0
+
+
+@dataclass
+class _Written:
+    code: str
+    message: str
+    at: float
+
+
+class AdmissionController:
+    """Runnable: ``await controller.run(stop)``."""
+
+    name = "batch-admission"
+
+    def __init__(self, informers: InformerFactory, store: Store, recorder: EventRecorder, *,
+                 clock: Callable[[], datetime] = utcnow, options: AdmissionOptions | None = None) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.clock = clock
+        self.options = options or AdmissionOptions()
+        registry = store.registry
+        self.workloads_rt = registry.lookup("workloads.kueue.x-k8s.io")
+        self.cq_rt = registry.lookup("clusterqueues.kueue.x-k8s.io")
+        self.lq_rt = registry.lookup("localqueues.kueue.x-k8s.io")
+        self.cqs = informers.informer(self.cq_rt)
+        self.cohorts = informers.informer(registry.lookup("cohorts.kueue.x-k8s.io"))
+        self.flavors = informers.informer(registry.lookup("resourceflavors.kueue.x-k8s.io"))
+        self.lqs = informers.informer(self.lq_rt)
+        self.workloads = informers.informer(self.workloads_rt)
+        self.jobs = informers.informer(registry.lookup("jobs"))
+        self.pods = informers.informer(registry.lookup("pods"))
+        self.nodes = informers.informer(registry.lookup("nodes"))
+        self._wake = asyncio.Event()
+        self.memory: SchedulerMemory | None = None
+        self.last_result: CycleResult | None = None
+        self.cycles = 0
+        # Indexes kept by the informer handlers, so a cycle never scans finished objects.
+        self._active: dict[str, Obj] = {}  # workload key -> unfinished workload
+        self._overlay: dict[str, Obj] = {}  # workload key -> what we wrote, until the cache has it
+        self._pod_sets: dict[str, tuple[str, tuple[PodSet, ...]]] = {}  # key -> (resourceVersion, pod sets)
+        self._bound: dict[str, tuple[str, dict[str, int], str | None]] = {}  # pod uid -> (node, requests, owner)
+        self._group_pods: dict[tuple[str, str], set[str]] = {}  # (namespace, group) -> unfinished pod uids
+        self._written: dict[str, _Written] = {}
+        self._status_written: dict[str, float] = {}
+        self._deferred = False
+        self._status_timer: asyncio.TimerHandle | None = None
+        for informer in (self.cqs, self.cohorts, self.flavors, self.lqs, self.nodes):
+            informer.add_handler(self._on_any)
+        self.workloads.add_handler(self._on_workload)
+        self.pods.add_handler(self._on_pod)
+        self.jobs.add_handler(self._on_job)
+
+    # ---- informer handlers ----------------------------------------------------------------------
+
+    def _on_any(self, change: ChangeType, obj: Obj, old: Obj | None) -> None:
+        self._wake.set()
+
+    def _on_workload(self, change: ChangeType, obj: Obj, old: Obj | None) -> None:
+        key = workload_key(obj)
+        mine = self._overlay.get(key)
+        if mine is not None and (change == "DELETED" or mine["metadata"].get("resourceVersion")
+                                 == obj["metadata"].get("resourceVersion")):
+            del self._overlay[key]
+        if change == "DELETED" or is_finished(obj):
+            self._active.pop(key, None)
+            self._pod_sets.pop(key, None)
+            self._written.pop(key, None)
+        else:
+            self._active[key] = obj
+        self._wake.set()
+
+    def _on_job(self, change: ChangeType, obj: Obj, old: Obj | None) -> None:
+        if change == "DELETED" or (finished_condition(obj) is not None
+                                   and (old is None or finished_condition(old) is None)):
+            self._wake.set()
+
+    def _on_pod(self, change: ChangeType, obj: Obj, old: Obj | None) -> None:
+        meta = obj["metadata"]
+        uid = meta.get("uid") or ""
+        changed = False
+        node = (obj.get("spec") or {}).get("nodeName")
+        if change != "DELETED" and node and not pod_is_terminal(obj):
+            if uid not in self._bound:
+                changed = True
+            self._bound[uid] = (node, pod_requests(obj), _owner_tag(obj))
+        elif self._bound.pop(uid, None) is not None:
+            changed = True
+        group = group_of(obj)
+        if group is not None:
+            members = self._group_pods.setdefault((meta.get("namespace") or "", group), set())
+            before = len(members)
+            if change == "DELETED" or pod_is_terminal(obj):
+                members.discard(uid)
+            else:
+                members.add(uid)
+            changed |= before != len(members)
+        if changed:
+            self._wake.set()
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        for informer in self._informers():
+            await informer.wait_synced()
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            self._wake.set()
+            while not stop.is_set():
+                timeout = self._next_timeout()
+                waiter = asyncio.create_task(self._wake.wait())
+                await asyncio.wait({waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if stop.is_set():
+                    return
+                await asyncio.sleep(self.options.debounce)
+                self._wake.clear()
+                try:
+                    await self.cycle()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("admission cycle failed; retrying")
+                    await asyncio.sleep(0.5)
+                    self._wake.set()
+        finally:
+            stopper.cancel()
+
+    def _informers(self) -> list[Informer]:
+        return [self.cqs, self.cohorts, self.flavors, self.lqs, self.workloads, self.jobs, self.pods, self.nodes]
+
+    def _next_timeout(self) -> float:
+        if self._deferred:
+            return 0.0
+        soonest = self.options.resync
+        now = self.clock().timestamp()
+        for workload in self._view():
+            at = ((workload.get("status") or {}).get("requeueState") or {}).get("requeueAt")
+            if at and not holds_quota(workload):
+                soonest = min(soonest, max(0.0, epoch(at) - now + 0.01))
+        return soonest
+
+    def _view(self) -> Iterable[Obj]:
+        for key, obj in self._active.items():
+            yield self._overlay.get(key, obj)
+
+    # ---- one cycle ------------------------------------------------------------------------------
+
+    async def cycle(self) -> CycleResult:
+        started = time.perf_counter()
+        now_dt = self.clock()
+        now = now_dt.timestamp()
+        stamp = now_rfc3339(now_dt)
+        self._deferred = False
+        snapshot, missing_lq, failed_deps, by_key = self._snapshot(now)
+        result = schedule(snapshot, now)
+        self.memory = result.memory
+        self.last_result = result
+        self.cycles += 1
+        for key, reason in failed_deps.items():
+            await self._finish_failed_dependency(by_key[key], reason, stamp)
+        for admission in result.admissions:
+            await self._admit(by_key[admission.workload], admission.cluster_queue, admission.assignments, now,
+                              stamp)
+        for decision in result.preemptions:
+            victim = by_key.get(decision.victim)
+            if victim is not None:
+                await self._evict(victim, "Preempted", decision.message, stamp, preempted=decision.reason)
+                metrics.PREEMPTED_WORKLOADS.labels(decision.preemptor_cluster_queue, decision.reason).inc()
+                metrics.EVICTED_WORKLOADS.labels(decision.victim_cluster_queue, "Preempted").inc()
+        for eviction in result.evictions:
+            victim = by_key.get(eviction.workload)
+            if victim is not None:
+                await self._evict(victim, eviction.reason, eviction.message, stamp)
+                metrics.EVICTED_WORKLOADS.labels(eviction.cluster_queue, eviction.reason).inc()
+        await self._queue_statuses(result, snapshot, stamp, now)
+        budget = self.options.wait_writes_per_cycle
+        for key, queue_name in missing_lq.items():
+            budget -= await self._report_missing_queue(by_key[key], queue_name, stamp, now)
+        budget = await self._report_waiting(result.waiting, by_key, stamp, now, budget)
+        if budget <= 0:
+            self._deferred = True
+        self._observe(result)
+        metrics.CYCLE_SECONDS.observe(time.perf_counter() - started)
+        return result
+
+    def _snapshot(self, now: float) -> tuple[Snapshot, dict[str, str], dict[str, str], dict[str, Obj]]:
+        flavors = {f["metadata"]["name"]: flavor_of(f) for f in self.flavors.list()}
+        cqs = {c["metadata"]["name"]: cluster_queue_config(c) for c in self.cqs.list()}
+        cohorts = {c["metadata"]["name"]: cohort_config(c) for c in self.cohorts.list()}
+        lq_target: dict[str, str] = {}
+        lq_stops: dict[str, Any] = {}
+        for queue in self.lqs.list():
+            name = f"{queue['metadata'].get('namespace') or 'default'}/{queue['metadata']['name']}"
+            lq_target[name] = (queue.get("spec") or {}).get("clusterQueue") or ""
+            lq_stops[name] = (queue.get("spec") or {}).get("stopPolicy") or "None"
+        pending: list[Workload] = []
+        admitted: list[AdmittedWorkload] = []
+        missing_lq: dict[str, str] = {}
+        failed_deps: dict[str, str] = {}
+        by_key: dict[str, Obj] = {}
+        for workload in self._view():
+            if is_finished(workload):
+                continue
+            key = workload_key(workload)
+            by_key[key] = workload
+            sets = self._cached_pod_sets(key, workload)
+            if holds_quota(workload):
+                admitted.append(_with_sets(core_admitted(workload), sets))
+                continue
+            if (workload.get("spec") or {}).get("active") is False:
+                continue
+            namespace = workload["metadata"].get("namespace") or "default"
+            queue_name = (workload.get("spec") or {}).get("queueName") or ""
+            lq_key = f"{namespace}/{queue_name}"
+            if lq_key not in lq_target:
+                missing_lq[key] = queue_name
+                continue
+            not_ready, failed = self._readiness(workload)
+            if failed is not None:
+                failed_deps[key] = failed
+                continue
+            core = core_workload(workload, lq_target[lq_key], not_ready=not_ready)
+            pending.append(Workload(core.key, core.cluster_queue, sets, core.priority, core.created, lq_key,
+                                    core.not_ready, core.requeue_at))
+        nodes = self._capacity(admitted) if self.options.physical_fit else None
+        snapshot = Snapshot(cqs, flavors, tuple(pending), tuple(admitted), cohorts, nodes, lq_stops,
+                            self.options.settings, self.memory)
+        return snapshot, missing_lq, failed_deps, by_key
+
+    def _cached_pod_sets(self, key: str, workload: Obj) -> tuple[PodSet, ...]:
+        rv = str(workload["metadata"].get("resourceVersion") or "")
+        cached = self._pod_sets.get(key)
+        if cached is not None and cached[0] == rv:
+            return cached[1]
+        sets = pod_sets(workload)
+        self._pod_sets[key] = (rv, sets)
+        return sets
+
+    # ---- readiness: dependencies and incomplete pod groups ----------------------------------------
+
+    def _readiness(self, workload: Obj) -> tuple[str | None, str | None]:
+        """(why not ready, why failed): both None when the workload may be admitted."""
+        meta = workload["metadata"]
+        namespace = meta.get("namespace") or "default"
+        waiting: list[str] = []
+        for name in _dependencies(workload):
+            job = self.jobs.get(name, namespace)
+            if job is None:
+                waiting.append(f'Job "{name}" (not found)')
+                continue
+            done = finished_condition(job)
+            if done is None:
+                waiting.append(f'Job "{name}"')
+            elif done.get("type") == "Failed":
+                return None, f'dependency Job "{name}" failed: {done.get("reason") or "Failed"}'
+        if waiting:
+            return "waiting for dependencies to complete: " + ", ".join(waiting), None
+        group = (meta.get("labels") or {}).get(GROUP_WORKLOAD_LABEL)
+        if group:
+            expected = sum(p.count for p in pod_sets(workload))
+            present = len(self._group_pods.get((namespace, group), ()))
+            if present < expected:
+                return f"waiting for the pods of group \"{group}\": {present} of {expected} exist", None
+        return None, None
+
+    async def _finish_failed_dependency(self, workload: Obj, reason: str, stamp: str) -> None:
+        status = dict(workload.get("status") or {})
+        status["conditions"] = with_condition(conditions_of(workload), FINISHED, "True", DEPENDENCY_FAILED,
+                                              reason, stamp)
+        if await self._write_status(workload, status) is not None:
+            await self.recorder.record(workload, "Warning", DEPENDENCY_FAILED, reason)
+
+    # ---- physical capacity ----------------------------------------------------------------------
+
+    def _capacity(self, admitted: list[AdmittedWorkload]) -> tuple[NodeCapacity, ...]:
+        free: dict[str, dict[str, int]] = {}
+        labels: dict[str, tuple[tuple[str, str], ...]] = {}
+        for node in self.nodes.list():
+            if (node.get("spec") or {}).get("unschedulable"):
+                continue
+            name = node["metadata"]["name"]
+            free[name] = node_allocatable(node)
+            labels[name] = tuple(sorted((node["metadata"].get("labels") or {}).items()))
+        started: dict[str, int] = {}
+        for node_name, requests, owner in self._bound.values():
+            if owner is not None:
+                started[owner] = started.get(owner, 0) + 1
+            if node_name in free:
+                room = free[node_name]
+                for resource, amount in requests.items():
+                    room[resource] = room.get(resource, 0) - amount
+        by_key = {workload_key(w): w for w in self._view()}
+        for admitted_workload in admitted:
+            if admitted_workload.evicting:
+                continue  # its unstarted pods never start
+            source = by_key.get(admitted_workload.key)
+            tag = _workload_tag(source) if source is not None else None
+            unstarted = sum(p.count for p in admitted_workload.workload.pod_sets) - started.get(tag or "", 0)
+            for pod_set in admitted_workload.workload.pod_sets:
+                take = min(unstarted, pod_set.count)
+                unstarted -= take
+                for _ in range(take):
+                    _reserve(free, dict(pod_set.requests))
+        return tuple(NodeCapacity(name, {r: max(0, a) for r, a in room.items()}, labels[name])
+                     for name, room in free.items())
+
+    # ---- writes ---------------------------------------------------------------------------------
+
+    async def _write_status(self, workload: Obj, status: dict[str, Any]) -> Obj | None:
+        try:
+            written = await self.store.update_status({**workload, "status": status})
+        except (ConflictError, NotFoundError):
+            self._wake.set()  # someone else wrote: decide again on their version
+            return None
+        key = workload_key(written)
+        if key in self._active:
+            self._overlay[key] = written
+        return written
+
+    async def _admit(self, workload: Obj, cluster_queue: str, assignments: Any, now: float, stamp: str) -> None:
+        status = dict(workload.get("status") or {})
+        conditions = conditions_of(workload)
+        conditions = with_condition(conditions, QUOTA_RESERVED, "True", "QuotaReserved",
+                                    f"Quota reserved in ClusterQueue {cluster_queue}", stamp)
+        conditions = with_condition(conditions, ADMITTED, "True", "Admitted", "The workload is admitted", stamp)
+        for kind in (EVICTED, PREEMPTED):
+            if find_condition(conditions, kind) is not None:
+                conditions = with_condition(conditions, kind, "False", "QuotaReserved", "Previously: "
+                                            + str((find_condition(conditions, kind) or {}).get("message") or ""),
+                                            stamp)
+        status.update(admission=admission_wire(cluster_queue, assignments), conditions=conditions)
+        if await self._write_status(workload, status) is None:
+            return
+        key = workload_key(workload)
+        self._written.pop(key, None)
+        metrics.ADMITTED_WORKLOADS.labels(cluster_queue).inc()
+        metrics.ADMISSION_WAIT.labels(cluster_queue).observe(max(0.0, now - queue_time(workload)))
+        await self.recorder.record(workload, "Normal", "QuotaReserved",
+                                   f"Quota reserved in ClusterQueue {cluster_queue}, wait time since queued was "
+                                   f"{max(0, round(now - queue_time(workload)))}s")
+        await self.recorder.record(workload, "Normal", "Admitted", f"Admitted by ClusterQueue {cluster_queue}")
+
+    async def _evict(self, workload: Obj, reason: str, message: str, stamp: str, *,
+                     preempted: str | None = None) -> None:
+        conditions = with_condition(conditions_of(workload), EVICTED, "True", reason, message, stamp)
+        if preempted is not None:
+            conditions = with_condition(conditions, PREEMPTED, "True", preempted, message, stamp)
+        status = {**(workload.get("status") or {}), "conditions": conditions}
+        if await self._write_status(workload, status) is not None:
+            await self.recorder.record(workload, "Normal", "Preempted" if preempted else "Evicted", message)
+
+    async def _report_missing_queue(self, workload: Obj, queue_name: str, stamp: str, now: float) -> int:
+        message = f'LocalQueue "{queue_name}" doesn\'t exist'
+        if not self._reason_changed(workload, LOCAL_QUEUE_MISSING, message, message, now):
+            return 0
+        status = dict(workload.get("status") or {})
+        status["conditions"] = with_condition(conditions_of(workload), QUOTA_RESERVED, "False",
+                                              LOCAL_QUEUE_MISSING, message, stamp)
+        if await self._write_status(workload, status) is not None:
+            self._written[workload_key(workload)] = _Written(LOCAL_QUEUE_MISSING, message, now)
+            await self.recorder.record(workload, "Warning", "Pending", message)
+        return 1
+
+    def _reason_changed(self, workload: Obj, code: str, message: str, full: str, now: float) -> bool:
+        current = find_condition(conditions_of(workload), QUOTA_RESERVED)
+        if current is not None and current.get("reason") == code and current.get("message") == full:
+            return False
+        last = self._written.get(workload_key(workload))
+        return last is None or (last.code, last.message) != (code, message) or (
+            now - last.at >= self.options.position_refresh)
+
+    async def _report_waiting(self, waiting: Mapping[str, WaitReason], by_key: dict[str, Obj], stamp: str,
+                              now: float, budget: int) -> int:
+        for key, wait in sorted(waiting.items(), key=lambda kv: (kv[1].position is None, kv[1].position or 0)):
+            workload = by_key.get(key)
+            if workload is None or holds_quota(workload):
+                continue
+            full = wait.describe()
+            if not self._reason_changed(workload, wait.code, wait.message, full, now):
+                continue
+            if budget <= 0:
+                return 0
+            budget -= 1
+            previous = self._written.get(key)
+            reason_changed = previous is None or (previous.code, previous.message) != (wait.code, wait.message)
+            status = dict(workload.get("status") or {})
+            status["conditions"] = with_condition(conditions_of(workload), QUOTA_RESERVED, "False", wait.code,
+                                                  full, stamp)
+            written = await self._write_status(workload, status)
+            if written is None:
+                continue
+            self._written[key] = _Written(wait.code, wait.message, now)
+            if reason_changed:
+                await self._record_attempt(written, wait, stamp)
+                await self.recorder.record(workload, "Normal", "Pending", f"{wait.code}: {wait.message}")
+        return budget
+
+    async def _record_attempt(self, workload: Obj, wait: WaitReason, stamp: str) -> None:
+        """The last admission attempt, for ``capstan describe workload`` (an annotation: it survives a
+        restart and needs no schema)."""
+        attempt = {
+            "time": stamp, "clusterQueue": wait.cluster_queue,
+            "position": None if wait.position is None else wait.position + 1,
+            "reason": wait.code, "message": wait.message,
+            "higherPriorityAhead": wait.higher_priority_ahead, "ahead": list(wait.ahead_sample),
+            "shortages": [{"flavor": s.flavor, "resource": s.resource, "requested": s.requested,
+                           "available": s.available, "limitedBy": s.limited_by, "text": s.describe()}
+                          for s in wait.reason.shortages],
+        }
+        meta = workload["metadata"]
+        try:
+            written = await self.store.patch(self.workloads_rt, meta["name"], meta.get("namespace"), {
+                "metadata": {"annotations": {ADMISSION_ATTEMPT: json.dumps(attempt, separators=(",", ":"))}}})
+        except (NotFoundError, ConflictError):
+            return
+        key = workload_key(written)
+        if key in self._active:
+            self._overlay[key] = written
+
+    # ---- queue status ---------------------------------------------------------------------------
+
+    async def _queue_statuses(self, result: CycleResult, snapshot: Snapshot, stamp: str, now: float) -> None:
+        known = set(snapshot.flavors)
+        active_by_cq: dict[str, bool] = {}
+        admitted_count: dict[str, int] = {}
+        for admitted in snapshot.admitted:
+            admitted_count[admitted.workload.cluster_queue] = admitted_count.get(admitted.workload.cluster_queue,
+                                                                                 0) + 1
+        for admission in result.admissions:
+            admitted_count[admission.cluster_queue] = admitted_count.get(admission.cluster_queue, 0) + 1
+        for cq in self.cqs.list():
+            name = cq["metadata"]["name"]
+            active = active_condition(cq, known, self._misconfigured(name, result), stamp)
+            active_by_cq[name] = active["status"] == "True"
+            wanted = cluster_queue_status(cq, result.queues.get(name), admitted_count.get(name, 0), active)
+            await self._write_queue_status(cq, wanted, now)
+        await self._local_queue_statuses(result, snapshot, active_by_cq, stamp, now)
+
+    @staticmethod
+    def _misconfigured(name: str, result: CycleResult) -> str | None:
+        """A cohort-tree problem the core found (e.g. a cycle of parents), unless flavors explain it."""
+        for wait in result.waiting.values():
+            if wait.cluster_queue == name and wait.code == "Misconfigured" and "not found" not in wait.message:
+                return wait.message
+        return None
+
+    async def _local_queue_statuses(self, result: CycleResult, snapshot: Snapshot, active_by_cq: dict[str, bool],
+                                    stamp: str, now: float) -> None:
+        pending: dict[str, int] = {}
+        reserving: dict[str, int] = {}
+        usage: dict[str, dict[tuple[str, str], int]] = {}
+        admitted_now = {a.workload: a for a in result.admissions}
+        for workload in snapshot.pending:
+            if workload.key not in admitted_now:
+                pending[workload.local_queue] = pending.get(workload.local_queue, 0) + 1
+        held = [(a.workload.local_queue, a.usage())
+                for a in snapshot.admitted]
+        for workload in snapshot.pending:
+            if workload.key in admitted_now:
+                admission = admitted_now[workload.key]
+                total: dict[tuple[str, str], int] = {}
+                for assignment in admission.assignments:
+                    flavors = assignment.flavor_of
+                    for resource, amount in assignment.usage.items():
+                        fr = (flavors.get(resource, ""), resource)
+                        total[fr] = total.get(fr, 0) + amount
+                held.append((workload.local_queue, total))
+        for lq_name, amounts in held:
+            reserving[lq_name] = reserving.get(lq_name, 0) + 1
+            into = usage.setdefault(lq_name, {})
+            for fr, amount in amounts.items():
+                into[fr] = into.get(fr, 0) + amount
+        for lq in self.lqs.list():
+            name = f"{lq['metadata'].get('namespace') or 'default'}/{lq['metadata']['name']}"
+            cq_name = (lq.get("spec") or {}).get("clusterQueue") or ""
+            cq = self.cqs.get(cq_name)
+            wanted = local_queue_status(lq, cq, active_by_cq.get(cq_name, False), pending.get(name, 0),
+                                        reserving.get(name, 0), usage.get(name, {}), stamp)
+            await self._write_queue_status(lq, wanted, now)
+
+    async def _write_queue_status(self, queue: Obj, wanted: dict[str, Any], now: float) -> None:
+        if same_status(queue.get("status"), wanted):
+            return
+        key = f"{queue['kind']}/{queue['metadata'].get('namespace') or ''}/{queue['metadata']['name']}"
+        if now - self._status_written.get(key, 0.0) < self.options.status_interval:
+            self._deferred_status()
+            return
+        try:
+            await self.store.update_status({**queue, "status": wanted, "metadata": {
+                k: v for k, v in queue["metadata"].items() if k != "resourceVersion"}})
+        except NotFoundError:
+            return
+        self._status_written[key] = now
+
+    def _deferred_status(self) -> None:
+        if self._status_timer is None or self._status_timer.cancelled() or self._status_timer.when() < (
+                asyncio.get_running_loop().time()):
+            self._status_timer = asyncio.get_running_loop().call_later(self.options.status_interval, self._wake.set)
+
+    # ---- metrics --------------------------------------------------------------------------------
+
+    def _observe(self, result: CycleResult) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for wait in result.waiting.values():
+            status = "active" if wait.code in _ACTIVE_CODES else "inadmissible"
+            counts[(wait.cluster_queue, status)] = counts.get((wait.cluster_queue, status), 0) + 1
+        for name, figures in result.queues.items():
+            for status in ("active", "inadmissible"):
+                metrics.PENDING_WORKLOADS.labels(name, status).set(counts.get((name, status), 0))
+            metrics.RESERVING_WORKLOADS.labels(name).set(figures.reserving)
+            metrics.WEIGHTED_SHARE.labels(name).set(figures.weighted_share)
+            for (flavor, resource), amount in figures.usage.items():
+                metrics.RESOURCE_USAGE.labels(name, flavor, resource).set(amount / 1000 if resource == "cpu"
+                                                                          else amount)
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+def _dependencies(workload: Obj) -> list[str]:
+    raw = ((workload["metadata"].get("annotations") or {}).get(DEPENDS_ON) or "")
+    return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+def _owner_tag(pod: Obj) -> str | None:
+    meta = pod["metadata"]
+    uid = (meta.get("labels") or {}).get(CONTROLLER_UID_LABEL)
+    if uid:
+        return f"job:{uid}"
+    group = group_of(pod)
+    return f"group:{meta.get('namespace') or 'default'}/{group}" if group else None
+
+
+def _workload_tag(workload: Obj) -> str | None:
+    meta = workload["metadata"]
+    labels = meta.get("labels") or {}
+    if labels.get(JOB_UID_LABEL):
+        return f"job:{labels[JOB_UID_LABEL]}"
+    if labels.get(GROUP_WORKLOAD_LABEL):
+        return f"group:{meta.get('namespace') or 'default'}/{labels[GROUP_WORKLOAD_LABEL]}"
+    return None
+
+
+def _reserve(free: dict[str, dict[str, int]], requests: dict[str, int]) -> None:
+    """Take one pod's requests from the first node with room (or the first node)."""
+    for room in free.values():
+        if all(room.get(r, 0) >= a for r, a in requests.items()):
+            for r, a in requests.items():
+                room[r] = room.get(r, 0) - a
+            return
+    for room in free.values():
+        for r, a in requests.items():
+            room[r] = room.get(r, 0) - a
+        return
+
+
+def _with_sets(admitted: AdmittedWorkload, sets: tuple[PodSet, ...]) -> AdmittedWorkload:
+    w = admitted.workload
+    return AdmittedWorkload(Workload(w.key, w.cluster_queue, sets, w.priority, w.created, w.local_queue),
+                            admitted.assignments, admitted.admitted_at, admitted.evicting, admitted.preempted)
+
