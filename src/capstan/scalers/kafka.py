@@ -223,14 +223,24 @@ class KafkaScaler(PushScaler):
 
     async def total_lag(self) -> tuple[int, int]:
         """(lag for scaling, capped; lag including persistent lag, for activation)."""
+        last_error: KafkaError | None = None
         try:
             async with asyncio.timeout(self.config.timeout_seconds):
                 async with self._lock:
-                    return await self._total_lag()
+                    while True:
+                        try:
+                            return await self._total_lag()
+                        except KafkaError as exc:
+                            # A coordinator being elected, a leader moving: Kafka says "try again".
+                            if not getattr(exc, "retriable", False):
+                                raise
+                            last_error = exc
+                        await asyncio.sleep(0.2)
         except TimeoutError as exc:
             await self._drop_clients()
+            detail = f" (last error: {last_error!r})" if last_error is not None else ""
             raise ScalerError(f"{self.config.label}: Kafka did not answer within "
-                              f"{self.config.timeout_seconds:g}s") from exc
+                              f"{self.config.timeout_seconds:g}s{detail}") from exc
         except KafkaError as exc:
             await self._drop_clients()
             raise ScalerError(f"{self.config.label}: Kafka: {exc!r}") from exc
