@@ -269,7 +269,8 @@ class KeyspaceFollower:
         self.using_notifications: bool | None = None
 
     def _report(self, result: MetricResult, wake: WakeCallback) -> None:
-        changed = self.last is not None and result != self.last
+        """Wake with the first reading (the loop may start after a change) and on every change."""
+        changed = result != self.last
         self.last = result
         if changed:
             wake(result.active)
