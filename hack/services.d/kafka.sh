@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced by hack/services; its variables are used there
 # Kafka: a single KRaft node (broker + controller) from Maven Central jars on the installed JDK 17.
 # The classpath is hack/kafka/pom.xml's runtime dependencies, copied once into a cache dir named after the
 # Kafka version and a hash of the POM, so editing the POM gives a fresh classpath.

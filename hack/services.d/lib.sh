@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced by hack/services; its variables are used there
 # Helpers shared by hack/services and the per-service scripts in hack/services.d/<name>.sh.
 # Sourced, never run. Every service script defines (in a subshell of its own, so names do not clash):
 #   svc_packages   print the Debian packages still missing for this service (nothing when installed)
@@ -39,11 +40,15 @@ render() {
 # an unrelated process that got the same pid after a reboot or a crash.
 proc_starttime() { awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null; }
 
+# Is PID a live process? A zombie counts as dead: exited daemons are reparented to PID 1, which may reap them
+# only after a while, and kill -0 succeeds on zombies.
+running() { [[ $(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null) =~ ^[^ZX]$ ]]; }
+
 # pid of the service's daemon if it is still the process we started, else nothing (and status 1).
 svc_pid() {
   local pid start
   read -r pid start 2>/dev/null <"$SVC_DIR/daemon.pid" || return 1
-  [[ -n $pid && $(proc_starttime "$pid") == "$start" ]] || return 1
+  [[ -n $pid && $(proc_starttime "$pid") == "$start" ]] && running "$pid" || return 1
   echo "$pid"
 }
 
@@ -66,10 +71,10 @@ stop_daemon() {
   pid=$(svc_pid) || { rm -f "$SVC_DIR/daemon.pid"; return 0; }
   kill "-$sig" -- "-$pid" 2>/dev/null || kill "-$sig" "$pid" 2>/dev/null || true
   for ((i = 0; i < 300; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
+    running "$pid" || break
     sleep 0.1
   done
-  if kill -0 "$pid" 2>/dev/null; then
+  if running "$pid"; then
     warn "$SVC_NAME: still running 30 s after SIG$sig; killing it"
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   fi

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced by hack/services; its variables are used there
 # MariaDB: a private data dir (mariadb-install-db once), run as the current user (root is allowed with
 # `user = root`). root@localhost has no password and is reachable only over the private unix socket.
 svc_packages() { command -v mariadbd >/dev/null || [[ -x /usr/sbin/mariadbd ]] || echo mariadb-server; }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced by hack/services; its variables are used there
 # Mosquitto (MQTT 3.1.1/5), anonymous on loopback.
 svc_packages() { command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || echo mosquitto; }
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced by hack/services; its variables are used there
 # NATS with JetStream (Debian's nats-server), monitoring endpoint on its own port.
 svc_packages() { command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || echo nats-server; }
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced by hack/services; its variables are used there
 # PostgreSQL: a private cluster (initdb once) in $SVC_DIR/data. postgres refuses to run as root, so as root it
 # runs as the postgres uid inside a user namespace (see unprivileged_prefix in lib.sh). Durability is traded for
 # speed (fsync off): this is a throwaway test instance.
@@ -20,6 +21,9 @@ svc_start() {
       --auth-local=trust --auth-host=scram-sha-256 --no-sync >>"$SVC_DIR/daemon.log" 2>&1 ||
       { warn "postgres: initdb failed"; return 1; }
   fi
+  # svc_start only runs when our postgres is not running and nobody holds the port: a postmaster.pid left by
+  # a killed instance is stale, and postgres would refuse to start if its pid now belongs to another process.
+  rm -f "$SVC_DIR/data/postmaster.pid"
   spawn "${UNPRIV[@]}" "$bin/postgres" -D "$SVC_DIR/data" \
     -c listen_addresses=127.0.0.1 -c port="$POSTGRES_PORT" -c unix_socket_directories="$SVC_DIR" \
     -c fsync=off -c synchronous_commit=off -c full_page_writes=off \

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced by hack/services; its variables are used there
 # Prometheus: scrapes itself and whatever the tests list in targets/*.json, every second. The remote-write
 # receiver and the admin API are on so tests can also push samples or delete series.
 svc_packages() { command -v prometheus >/dev/null || echo prometheus; }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced by hack/services; its variables are used there
 # RabbitMQ with the management plugin, run as the current user with a private node name, Erlang cookie
 # (HOME), epmd port and distribution port, so it never meets a system RabbitMQ or its epmd.
 svc_packages() { [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || echo rabbitmq-server; }

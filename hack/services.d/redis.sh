@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced by hack/services; its variables are used there
 # Redis: a memory-only instance, run as the current user.
 svc_packages() { command -v redis-server >/dev/null || echo redis-server; }
 
