@@ -88,7 +88,7 @@ async def _main() -> None:
     while line := await loop.run_in_executor(None, sys.stdin.readline):
         if line.strip().isdigit():
             await servicer.set_length(int(line))
-    await server.stop(None)
+    await server.wait_for_termination()  # stdin closed: keep serving the last length
 
 
 if __name__ == "__main__":
