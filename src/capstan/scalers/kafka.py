@@ -221,15 +221,19 @@ class KafkaScaler(PushScaler):
         lag, lag_with_persistent = await self.total_lag()
         return MetricResult(float(lag), lag_with_persistent > self.settings.activation_lag_threshold)
 
-    async def total_lag(self) -> tuple[int, int]:
-        """(lag for scaling, capped; lag including persistent lag, for activation)."""
+    async def total_lag(self, remember_offsets: bool = True) -> tuple[int, int]:
+        """(lag for scaling, capped; lag including persistent lag, for activation).
+
+        ``remember_offsets=False`` (push wake-ups, which may come milliseconds apart) compares with
+        the offsets of the last poll without replacing them, so ``excludePersistentLag`` keeps
+        meaning "no progress since the previous poll"."""
         last_error: KafkaError | None = None
         try:
             async with asyncio.timeout(self.config.timeout_seconds):
                 async with self._lock:
                     while True:
                         try:
-                            return await self._total_lag()
+                            return await self._total_lag(remember_offsets)
                         except KafkaError as exc:
                             # A coordinator being elected, a leader moving: Kafka says "try again".
                             if not getattr(exc, "retriable", False):
@@ -261,7 +265,7 @@ class KafkaScaler(PushScaler):
                     partitions.append(TopicPartition(name, number))
         return sorted(partitions)
 
-    async def _total_lag(self) -> tuple[int, int]:
+    async def _total_lag(self, remember_offsets: bool) -> tuple[int, int]:
         s = self.settings
         admin, consumer = await self._clients()
         if s.topic is not None:
@@ -283,7 +287,8 @@ class KafkaScaler(PushScaler):
                 partitions_with_lag += 1
             if s.exclude_persistent_lag and offset != INVALID_OFFSET:
                 previous = self._previous_offsets.get(tp)
-                self._previous_offsets[tp] = offset
+                if remember_offsets:
+                    self._previous_offsets[tp] = offset
                 if previous == offset and lag > 0:
                     continue  # the group made no progress here: more replicas would not help
             total += lag
@@ -304,7 +309,8 @@ class KafkaScaler(PushScaler):
                 await checker
 
     async def _read_active(self) -> bool:
-        return (await self.get_metrics_and_activity(self._metric)).active
+        _, lag_with_persistent = await self.total_lag(remember_offsets=False)
+        return lag_with_persistent > self.settings.activation_lag_threshold
 
     async def _watch_new_records(self, rechecker: Rechecker, backoff: Backoff) -> None:
         async with asyncio.timeout(self.config.timeout_seconds):
