@@ -102,7 +102,7 @@ def http_server(handler: Handler) -> Iterator[int]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handle)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield server.server_address[1]

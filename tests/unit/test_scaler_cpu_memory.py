@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from capstan.scalers.base import PodUsage, ScalerConfig, ScalerConfigError, ScalerError, TargetType
-from capstan.scalers.cpu_memory import CpuMemoryScaler, average_value, utilization_percent
+from capstan.scalers.cpu_memory import CpuMemoryScaler, total_usage, utilization_percent
 from capstan.scalers.registry import build_scaler
 
 
@@ -73,11 +73,13 @@ def test_utilization_needs_a_request_on_every_ready_pod() -> None:
         utilization_percent("memory", [PodUsage(cpu_millis=0, memory_bytes=10)])
 
 
-def test_average_value_is_cores_or_bytes_per_ready_pod() -> None:
+def test_average_value_reports_the_total_of_ready_pods_in_cores_or_bytes() -> None:
+    """AverageValue metrics carry a total; the target is per pod (ceil(total / target) replicas)."""
     pods = [PodUsage(cpu_millis=250, memory_bytes=100), PodUsage(cpu_millis=750, memory_bytes=300),
             PodUsage(cpu_millis=5000, memory_bytes=5000, ready=False)]
-    assert average_value("cpu", pods) == pytest.approx(0.5)
-    assert average_value("memory", pods) == pytest.approx(200)
+    assert total_usage("cpu", pods) == pytest.approx(1.0)
+    assert total_usage("memory", pods) == pytest.approx(400)
+    assert total_usage("cpu", []) == 0.0
 
 
 async def test_reads_the_target_pods_and_is_always_active() -> None:

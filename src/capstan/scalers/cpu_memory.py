@@ -7,14 +7,17 @@ way the HPA computes it:
 
 - ``Utilization`` (``value`` is a whole percent): ``sum(usage) / sum(requests) * 100`` over the
   ready pods that report usage. A ready pod without a request is an error, as in the HPA.
-- ``AverageValue`` (``value`` is a quantity, e.g. ``500m`` or ``256Mi``): the mean usage per
-  ready pod, cpu in cores and memory in bytes.
+- ``AverageValue`` (``value`` is a quantity per pod, e.g. ``500m`` or ``256Mi``): the total usage
+  of the ready pods, cpu in cores and memory in bytes. Like every ``AverageValue`` metric the value
+  is a total and the target is per pod, so ``ceil(total / target)`` is the HPA's
+  ``ceil(average / target * ready pods)``.
 
 These triggers are always active (KEDA returns ``true``): on their own they never scale a
 workload to zero, and the ScaledObject webhook rejects ``minReplicaCount: 0`` with only them.
 
 The metric type comes from the trigger's ``metricType``; the controller passes ``Utilization``
-when it is unset. The old ``metadata.type`` is rejected as in KEDA 2.18+.
+when it is unset (KEDA itself rejects an unset metricType for these triggers). The old
+``metadata.type`` is rejected as in KEDA 2.18+.
 """
 
 from __future__ import annotations
@@ -51,14 +54,12 @@ def utilization_percent(resource: str, pods: list[PodUsage]) -> float:
     return usage * 100 / requests
 
 
-def average_value(resource: str, pods: list[PodUsage]) -> float:
-    """Mean usage per ready pod: cores for cpu, bytes for memory."""
+def total_usage(resource: str, pods: list[PodUsage]) -> float:
+    """Usage summed over the ready pods: cores for cpu, bytes for memory."""
     ready = [p for p in pods if p.ready]
-    if not ready:
-        return 0.0
     if resource == "cpu":
-        return sum(p.cpu_millis for p in ready) / 1000 / len(ready)
-    return sum(p.memory_bytes for p in ready) / len(ready)
+        return sum(p.cpu_millis for p in ready) / 1000
+    return float(sum(p.memory_bytes for p in ready))
 
 
 @register("cpu", "memory")
@@ -110,7 +111,7 @@ class CpuMemoryScaler(Scaler):
             if self.metric_type == "Utilization":
                 value = utilization_percent(self.resource, pods)
             else:
-                value = average_value(self.resource, pods)
+                value = total_usage(self.resource, pods)
         except ScalerError as exc:
             raise ScalerError(f"{self.config.label}: {exc}") from exc
         return MetricResult(value=value, active=True)

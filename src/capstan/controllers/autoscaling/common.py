@@ -79,7 +79,8 @@ async def trigger_configs(store: Store, namespace: str, scalable: Obj, triggers:
         configs.append(ScalerConfig(
             trigger_type=trigger.type, trigger_index=index, metadata=dict(trigger.metadata),
             trigger_name=trigger.name, auth_params=params, resolved_env=env,
-            metric_type=trigger.metric_type or "AverageValue", namespace=namespace,
+            metric_type=trigger.metric_type or ("Utilization" if trigger.is_resource else "AverageValue"),
+            namespace=namespace,
             scalable_name=scalable["metadata"]["name"], scalable_kind=str(scalable.get("kind")),
             target_selector=selector, timeout_seconds=options.scaler_timeout_seconds,
             pod_metrics=options.pod_metrics))
