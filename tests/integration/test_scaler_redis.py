@@ -170,3 +170,11 @@ async def test_silent_redis_is_an_error_within_the_timeout() -> None:
     assert isinstance(error, ScalerError)
     assert f"Redis at 127.0.0.1:{port} did not answer within 1s" in str(error)
     assert elapsed < 3.0
+
+
+async def test_push_loop_survives_an_unreachable_redis_and_stops_when_cancelled() -> None:
+    s = scaler(None, address=f"127.0.0.1:{closed_port()}", listName="q", timeout=1.0)
+    async with pushing(s) as wakes:
+        await asyncio.sleep(1.5)  # a few failed connection attempts, with back-off
+        assert wakes.calls == []
+    await s.aclose()
