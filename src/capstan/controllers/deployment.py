@@ -13,73 +13,30 @@ pods are created with ``generateName`` and counted from what exists, never from 
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Callable
-from datetime import datetime
-from typing import Any
-
 from capstan.api.appsv1 import DeploymentStatus
-from capstan.api.errors import ConflictError, NotFoundError
 from capstan.api.selectors import LabelSelector
-from capstan.controllers.events import EventRecorder, utcnow
-from capstan.controllers.informer import InformerFactory
-from capstan.controllers.runtime import Controller, ObjectKey, Result, controller_owner
+from capstan.controllers.podowner import PodOwnerController
+from capstan.controllers.runtime import ObjectKey, Result
 from capstan.core.workloads.deployment import plan_deployment, pod_for
-from capstan.core.workloads.pods import PodRef, is_controlled_by
-from capstan.store.base import Obj, Store
-
-log = logging.getLogger(__name__)
 
 
-class DeploymentController(Controller):
+class DeploymentController(PodOwnerController):
     name = "deployment"
-
-    def __init__(self, informers: InformerFactory, store: Store, recorder: EventRecorder, *,
-                 clock: Callable[[], datetime] = utcnow, workers: int = 2) -> None:
-        super().__init__(informers, workers=workers)
-        self.store = store
-        self.recorder = recorder
-        self.clock = clock
-        self.deployments_rt = store.registry.lookup("deployments")
-        self.pods_rt = store.registry.lookup("pods")
-        self.watch(informers.informer(self.deployments_rt))
-        self.watch(informers.informer(self.pods_rt), controller_owner("Deployment"))
+    owner_plural = "deployments"
+    owner_kind = "Deployment"
+    status_model = DeploymentStatus
 
     async def reconcile(self, key: ObjectKey) -> Result | None:
         namespace, name = key
-        try:
-            deployment = await self.store.get(self.deployments_rt, name, namespace)
-        except NotFoundError:
-            return None  # its pods go with it (the store cascades; GC is the safety net)
-        if deployment["metadata"].get("deletionTimestamp"):
+        deployment = await self.load_owner(namespace, name)
+        if deployment is None:
             return None
-        pods = await self._controlled_pods(deployment)
+        selector = LabelSelector.from_model(deployment["spec"].get("selector"))
+        pods = await self.controlled_pods(deployment, str(selector))
         plan = plan_deployment(deployment, pods, self.clock())
-
-        for ref in plan.delete:
-            await self._delete_pod(namespace, ref)
+        await self.delete_pods(namespace, plan.delete)
         for _ in range(plan.create):
             await self.store.create(pod_for(deployment, plan.template_hash))
-        for event in plan.events:
-            await self.recorder.record(deployment, "Warning" if event.type == "Warning" else "Normal",
-                                       event.reason, event.message)
-        await self._write_status(deployment, dict(plan.status))
+        await self.record_events(deployment, plan.events)
+        await self.write_status(deployment, dict(plan.status))
         return Result(plan.requeue_after) if plan.requeue_after is not None else None
-
-    async def _controlled_pods(self, deployment: Obj) -> list[Obj]:
-        meta = deployment["metadata"]
-        selector = LabelSelector.from_model(deployment["spec"].get("selector"))
-        listed = await self.store.list(self.pods_rt, meta.get("namespace"), label_selector=str(selector))
-        return [pod for pod in listed.items if is_controlled_by(pod, meta["uid"])]
-
-    async def _delete_pod(self, namespace: str, ref: PodRef) -> None:
-        # Already gone, or the name now belongs to another pod: nothing to do either way.
-        with contextlib.suppress(NotFoundError, ConflictError):
-            await self.store.delete(self.pods_rt, ref.name, namespace, uid=ref.uid)
-
-    async def _write_status(self, deployment: Obj, status: dict[str, Any]) -> None:
-        wanted = DeploymentStatus.model_validate(status).to_wire()
-        if wanted == (deployment.get("status") or {}):
-            return
-        await self.store.update_status({**deployment, "status": wanted})
