@@ -78,6 +78,7 @@ async def run_controllers(store: Store, options: OperatorOptions, stop: asyncio.
     informers, runnables = build_controllers(store, options, specs)
     log.info("operator: starting controllers: %s", ", ".join(spec.name for spec in specs) or "(none)")
     async with asyncio.TaskGroup() as group:
+        group.create_task(stop.wait(), name="until-stopped")  # the group lives until stop, even when empty
         for informer in informers.all():
             group.create_task(informer.run(stop), name=f"informer-{informer.rt.plural}")
         for spec, runnable in zip(specs, runnables, strict=True):
