@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -68,6 +69,19 @@ def parse_log(text: str) -> list[tuple[str, float]]:
         identity, _, stamp = line.partition(" ")
         actions.append((identity, float(stamp)))
     return actions
+
+
+def assert_one_actor_at_a_time(log: list[tuple[str, float]]) -> None:
+    """Each identity's actions form one unbroken run, and each run ends before the next begins."""
+    runs: list[tuple[str, float, float]] = []
+    for identity, stamp in log:
+        if runs and runs[-1][0] == identity:
+            runs[-1] = (identity, runs[-1][1], stamp)
+        else:
+            assert identity not in [run[0] for run in runs], f"{identity} acted again after a handover: {runs}"
+            runs.append((identity, stamp, stamp))
+    for before, after in itertools.pairwise(runs):
+        assert before[2] < after[1], f"{before[0]} acted until {before[2]}, after {after[0]} began at {after[1]}"
 
 
 def main(argv: list[str]) -> int:

@@ -7,7 +7,6 @@ probe controller that appends "<identity> <time>" to a shared ConfigMap several 
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import signal
@@ -24,7 +23,7 @@ import httpx
 import pytest
 
 from tests.k8s.cluster import REPO_ROOT, KubeCluster, wait_until
-from tests.k8s.operator_probe import parse_log
+from tests.k8s.operator_probe import assert_one_actor_at_a_time, parse_log
 
 LEASE_DURATION = 15.0
 # Slack for a loaded 2-core machine: wake-up latency of the standby and two API round trips.
@@ -99,19 +98,6 @@ def actions(api: httpx.Client, namespace: str) -> list[tuple[str, float]]:
     if response.status_code == 404:
         return []
     return parse_log((response.json().get("data") or {}).get("log", ""))
-
-
-def assert_one_actor_at_a_time(log: list[tuple[str, float]]) -> None:
-    """Each identity's actions form one unbroken run, and each run ends before the next begins."""
-    runs: list[tuple[str, float, float]] = []
-    for identity, stamp in log:
-        if runs and runs[-1][0] == identity:
-            runs[-1] = (identity, runs[-1][1], stamp)
-        else:
-            assert identity not in [run[0] for run in runs], f"{identity} acted again after a handover: {runs}"
-            runs.append((identity, stamp, stamp))
-    for before, after in itertools.pairwise(runs):
-        assert before[2] < after[1], f"{before[0]} acted until {before[2]}, after {after[0]} began at {after[1]}"
 
 
 def test_exactly_one_leads_and_the_standby_takes_over_after_the_leader_is_killed(
