@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -50,6 +51,7 @@ log = logging.getLogger("capstan.operator")
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 EXIT_LOST_LEADERSHIP = 1
 EXIT_CRDS_MISSING = 2
+CRD_HEADER = "# Generated from the models by hack/gen-crds; do not edit (tests/unit/test_crds_fresh.py checks).\n"
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,16 @@ def crd_types() -> list[ResourceType]:
     """Every kind Capstan serves that Kubernetes does not (keda.sh, kueue.x-k8s.io): the operator's CRDs."""
     builtin_groups = {rt.group for rt in BUILTIN_TYPES}
     return [rt for rt in default_registry() if rt.group not in builtin_groups]
+
+
+def crd_manifests() -> dict[str, str]:
+    """The YAML file of every CRD, by file name, as hack/gen-crds writes them into the chart's crds/."""
+    files = {}
+    for rt in crd_types():
+        crd = custom_resource_definition(rt)
+        body = yaml.safe_dump(crd, sort_keys=False, default_flow_style=False, width=110)
+        files[f"{crd['metadata']['name']}.yaml"] = CRD_HEADER + body
+    return files
 
 
 async def connect(settings: OperatorSettings) -> KubeStore:
