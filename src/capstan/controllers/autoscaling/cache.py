@@ -137,6 +137,23 @@ def _close_soon(scaler: Scaler) -> None:
 
 
 _closing: set[asyncio.Task[None]] = set()
+CLOSE_TIMEOUT_SECONDS = 10.0
+
+
+def _close_set_soon(scaler_set: ScalerSet) -> None:
+    """Close in the background, bounded: a scaler slow to close never holds up a pass."""
+
+    async def close() -> None:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                await scaler_set.aclose()
+        except TimeoutError:
+            log.warning("closing the scalers of %s took over %gs; left behind", scaler_set.configs[:1],
+                        CLOSE_TIMEOUT_SECONDS)
+
+    task = asyncio.get_running_loop().create_task(close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 class ScalerCache:
@@ -153,16 +170,18 @@ class ScalerCache:
         old = self._sets.get(key)
         self._sets[key] = scaler_set
         if old is not None and old is not scaler_set:
-            await old.aclose()
+            _close_set_soon(old)
 
     async def drop(self, key: Hashable) -> None:
         old = self._sets.pop(key, None)
         if old is not None:
-            await old.aclose()
+            _close_set_soon(old)
 
     async def close_all(self) -> None:
-        for key in list(self._sets):
-            await self.drop(key)
+        sets = list(self._sets.values())
+        self._sets.clear()
+        if sets:
+            await asyncio.wait([asyncio.create_task(s.aclose()) for s in sets], timeout=CLOSE_TIMEOUT_SECONDS)
 
     def __len__(self) -> int:
         return len(self._sets)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -383,8 +384,12 @@ class ScaledObjectController:
         if time.monotonic() - memory.configured_at > self.options.config_refresh_seconds:
             memory.config_epoch += 1
             memory.configured_at = time.monotonic()
+        # The target's pod template and selector feed the configs (env, selector); its replicas do not,
+        # so scaling the target does not rebuild the scalers.
+        target_spec = target.get("spec") or {}
+        template = json.dumps([target_spec.get("template"), target_spec.get("selector")], sort_keys=True)
         fingerprint = (obj["metadata"].get("uid"), obj["metadata"].get("generation"),
-                       target["metadata"].get("uid"), target["metadata"].get("generation"), memory.config_epoch)
+                       target["metadata"].get("uid"), hash(template), memory.config_epoch)
         found = self.cache.get(key, fingerprint)
         if found is not None:
             return found

@@ -1,0 +1,122 @@
+"""Reusable pieces for autoscaling end-to-end tests against a real ``capstan server``:
+
+* ``worker_deployment`` / ``drain_job``: workloads whose containers are Python scripts that really
+  consume a Redis list (other scalers' tests pass their own ``script``);
+* ``scaled_object`` / ``scaled_job``: manifests with short polling and cooldown;
+* ``ReplicaTrajectory``: the successive ``spec.replicas`` of a Deployment, recorded from an API
+  watch in a thread (no sleeps), with the time of each change.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from tests.e2e.harness import CapstanServer
+
+REDIS_WORKER = """
+import os, sys, time, redis
+client = redis.Redis.from_url(os.environ["REDIS_URL"])
+source, done, hold = os.environ["LIST"], os.environ["DONE"], float(os.environ.get("HOLD", "0"))
+print("worker started", flush=True)
+while True:
+    item = client.blpop([source], timeout=1)
+    if item is None:
+        continue
+    time.sleep(hold)
+    client.rpush(done, item[1])
+    print("processed", item[1].decode(), flush=True)
+"""
+
+REDIS_BATCH_JOB = """
+import os, redis
+client = redis.Redis.from_url(os.environ["REDIS_URL"])
+source, done, batch = os.environ["LIST"], os.environ["DONE"], int(os.environ.get("BATCH", "1"))
+items = client.lpop(source, batch) or []
+for item in items:
+    client.rpush(done, item)
+print("processed", len(items), flush=True)
+"""
+
+
+def _container(script: str, env: dict[str, str]) -> dict[str, Any]:
+    return {"name": "worker", "image": "python:3.11-slim", "command": [sys.executable, "-u", "-c", script],
+            "env": [{"name": key, "value": value} for key, value in env.items()]}
+
+
+def worker_deployment(name: str, env: dict[str, str], script: str = REDIS_WORKER, replicas: int = 0) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"terminationGracePeriodSeconds": 1,
+                                           "containers": [_container(script, env)]}}}}
+
+
+def scaled_object(name: str, target: str, triggers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": name},
+            "spec": {"scaleTargetRef": {"name": target}, "pollingInterval": 1, "cooldownPeriod": 3,
+                     "triggers": triggers, **spec}}
+
+
+def drain_job(name: str, env: dict[str, str], triggers: list[dict[str, Any]], script: str = REDIS_BATCH_JOB,
+              **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob", "metadata": {"name": name},
+            "spec": {"pollingInterval": 1, "maxReplicaCount": 10,
+                     "jobTargetRef": {"backoffLimit": 0, "template": {"spec": {
+                         "restartPolicy": "Never", "containers": [_container(script, env)]}}},
+                     "triggers": triggers, **spec}}
+
+
+class ReplicaTrajectory:
+    """Records a Deployment's ``spec.replicas`` changes from a watch, in a background thread."""
+
+    def __init__(self, server: CapstanServer, name: str, namespace: str = "default") -> None:
+        self.server = server
+        self.name = name
+        self.namespace = namespace
+        self.changes: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._lock = threading.Lock()
+
+    @property
+    def values(self) -> list[int]:
+        with self._lock:
+            return [replicas for _, replicas in self.changes]
+
+    def _record(self, obj: dict[str, Any]) -> None:
+        replicas = int((obj.get("spec") or {}).get("replicas") or 0)
+        with self._lock:
+            if not self.changes or self.changes[-1][1] != replicas:
+                self.changes.append((time.monotonic(), replicas))
+
+    def _follow(self) -> None:
+        path = f"/apis/apps/v1/namespaces/{self.namespace}/deployments"
+        params = {"watch": "true", "fieldSelector": f"metadata.name={self.name}"}
+        headers = {"Authorization": f"Bearer {self.server.token}"}
+        while not self._stop.is_set():
+            try:
+                with httpx.stream("GET", self.server.url + path, params=params, headers=headers,
+                                  timeout=httpx.Timeout(5, read=None)) as response:
+                    for line in response.iter_lines():
+                        if self._stop.is_set():
+                            return
+                        if line:
+                            event = json.loads(line)
+                            if event.get("type") in ("ADDED", "MODIFIED"):
+                                self._record(event["object"])
+            except httpx.HTTPError:
+                time.sleep(0.2)
+
+    def __enter__(self) -> ReplicaTrajectory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
