@@ -1,0 +1,183 @@
+"""Benchmark: the ScaledObject loop at scale, and the reaction time from a message to a worker.
+
+Part 1 (``loop``): N ScaledObjects (default 1,000 and 10,000), each with a redis trigger on its own
+(empty) list, pollingInterval 30 s, against the real Redis of ``tests/services.py``; the
+ScaledObject controller runs in this process on a SqliteStore. After every object's first pass,
+it measures over ``--periods`` polling periods: event-loop lag (a 50 ms ticker's overshoot,
+p50/p99/max), process CPU % (of one core), passes per second and the scale-loop latency.
+
+Part 2 (``reaction``): a real ``capstan server``; per run a fresh worker Deployment at 0 replicas
+and a ScaledObject with default settings (redis trigger, push); the time from RPUSH of the first
+message on the empty list to the worker process's first line (it writes its start time to Redis).
+
+    python bench/bench_autoscaling_loop.py loop --objects 1000 10000
+    python bench/bench_autoscaling_loop.py reaction --runs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def loop_bench(objects: int, periods: float, interval: int, redis_address: str) -> dict[str, float]:
+    from capstan.api.registry import default_registry
+    from capstan.controllers.autoscaling import AutoscalingOptions
+    from capstan.controllers.autoscaling.scaledobject import ScaledObjectController
+    from capstan.controllers.events import EventRecorder
+    from capstan.controllers.informer import InformerFactory
+    from capstan.controllers.runtime import Manager
+    from capstan.store.sqlite import SqliteStore
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-as-"))
+    store = await SqliteStore.open(tmp / "state.db", default_registry())
+    prefix = uuid.uuid4().hex[:6]
+    started = time.perf_counter()
+    for i in range(objects):
+        name = f"w{i}"
+        await store.create({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                                     "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                                         "containers": [{"name": "w", "image": "x", "command": ["true"]}]}}}})
+        await store.create({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": name},
+                            "spec": {"scaleTargetRef": {"name": name}, "pollingInterval": interval,
+                                     "triggers": [{"type": "redis", "metadata": {
+                                         "address": redis_address, "listName": f"bench-{prefix}-{i}"}}]}})
+    setup = time.perf_counter() - started
+    informers = InformerFactory(store)
+    controller = ScaledObjectController(informers, store, EventRecorder(store, "bench"),
+                                        options=AutoscalingOptions())
+    manager = Manager(informers)
+    manager.add(controller)
+    stop = asyncio.Event()
+    task = asyncio.create_task(manager.run(stop))
+    started = time.perf_counter()
+    rt = store.registry.lookup("scaledobjects")
+
+    async def all_ready() -> bool:
+        items = (await store.list(rt)).items
+        return all(any(c.get("type") == "Ready" for c in (o.get("status") or {}).get("conditions") or [])
+                   for o in items)
+
+    while not await all_ready():
+        await asyncio.sleep(1)
+    first_pass = time.perf_counter() - started
+    process = psutil.Process()
+    lags: list[float] = []
+    cpu_before = process.cpu_times()
+    passes_before = controller.scheduler.passes
+    window_start = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    while time.perf_counter() - window_start < periods * interval:
+        due = loop.time() + 0.05
+        await asyncio.sleep(0.05)
+        lags.append(max(loop.time() - due, 0.0))
+    window = time.perf_counter() - window_start
+    cpu_after = process.cpu_times()
+    cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / window * 100
+    passes = controller.scheduler.passes - passes_before
+    stop.set()
+    await asyncio.wait_for(task, timeout=120)
+    await store.close()
+    return {"objects": objects, "setup_s": setup, "first_pass_all_s": first_pass, "window_s": window,
+            "cpu_percent": cpu, "lag_p50_ms": _pct(lags, 0.5) * 1000, "lag_p99_ms": _pct(lags, 0.99) * 1000,
+            "lag_max_ms": max(lags) * 1000, "passes_per_s": passes / window, "rss_mb": process.memory_info().rss / 2**20}
+
+
+def reaction_bench(runs: int) -> dict[str, float]:
+    import redis
+
+    from tests.e2e.harness import CapstanServer, kill_all_containers
+    from tests.services import service
+
+    info = service("redis")
+    client = redis.Redis.from_url(info.url)
+    server = CapstanServer(Path(tempfile.mkdtemp(prefix="bench-react-")) / "data")
+    server.start()
+    script = ("import os, time, redis\n"
+              "redis.Redis.from_url(os.environ['REDIS_URL']).set(os.environ['MARK'], repr(time.time()))\n"
+              "time.sleep(3600)\n")
+    latencies = []
+    try:
+        for run in range(runs):
+            name, queue, mark = f"r{run}", f"bench-react-{uuid.uuid4().hex[:8]}", f"bench-mark-{uuid.uuid4().hex}"
+            container = {"name": "w", "image": "python", "command": [sys.executable, "-c", script],
+                         "env": [{"name": "REDIS_URL", "value": info.url}, {"name": "MARK", "value": mark}]}
+            server.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                          "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                                   "template": {"metadata": {"labels": {"app": name}},
+                                                "spec": {"terminationGracePeriodSeconds": 1,
+                                                         "containers": [container]}}}})
+            server.apply({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": name},
+                          "spec": {"scaleTargetRef": {"name": name}, "triggers": [
+                              {"type": "redis", "metadata": {"address": f"{info.host}:{info.port}",
+                                                             "listName": queue}}]}})
+            path = f"/apis/keda.sh/v1alpha1/namespaces/default/scaledobjects/{name}"
+            while not (server.get_json(path).get("status") or {}).get("conditions"):
+                time.sleep(0.05)
+            time.sleep(1.0)  # the push follower subscribes after the first pass
+            sent = time.time()
+            client.rpush(queue, "hello")
+            deadline = time.monotonic() + 120
+            while (value := client.get(mark)) is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if value is None:
+                raise RuntimeError(f"run {run}: no worker started within 120 s")
+            latencies.append(float(value) - sent)
+            server.cli("delete", "scaledobject", name)
+            server.cli("delete", "deployment", name)
+            client.delete(queue, mark)
+    finally:
+        server.stop()
+        kill_all_containers(server.data_dir)
+    return {"runs": runs, "p50_s": statistics.median(latencies), "p95_s": _pct(latencies, 0.95),
+            "min_s": min(latencies), "max_s": max(latencies)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="part", required=True)
+    loop = sub.add_parser("loop")
+    loop.add_argument("--objects", type=int, nargs="+", default=[1000, 10000])
+    loop.add_argument("--periods", type=float, default=3)
+    loop.add_argument("--interval", type=int, default=30)
+    reaction = sub.add_parser("reaction")
+    reaction.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    if args.part == "loop":
+        from tests.services import service
+
+        info = service("redis")
+        for count in args.objects:
+            # Each size in a fresh process: no state carried over between sizes.
+            result = subprocess.run([sys.executable, __file__, "_loop_one", str(count), str(args.periods),
+                                     str(args.interval), f"{info.host}:{info.port}"], capture_output=True, text=True)
+            print(result.stdout.strip() or result.stderr[-3000:], flush=True)
+    else:
+        print(json.dumps(reaction_bench(args.runs)), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_loop_one":
+        _, _, count, periods, interval, address = sys.argv
+        print(json.dumps(asyncio.run(loop_bench(int(count), float(periods), int(interval), address))))
+    else:
+        main()
