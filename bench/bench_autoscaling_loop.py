@@ -38,7 +38,34 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def loop_bench(objects: int, periods: float, interval: int, redis_address: str) -> dict[str, float]:
+def _register_null_scaler() -> None:
+    """A scaler that answers 0 without I/O: the controller's own cost, for sizes a shared Redis
+    cannot take (each redis trigger holds its own connections)."""
+    from capstan.scalers.base import MetricResult, MetricSpec, Scaler
+    from capstan.scalers.registry import register
+
+    @register("bench-null")
+    class NullScaler(Scaler):
+        def metric_specs(self) -> list[MetricSpec]:
+            return [MetricSpec(f"s{self.config.trigger_index}-bench-null", 5.0)]
+
+        async def get_metrics_and_activity(self, metric_name: str) -> MetricResult:
+            return MetricResult(0.0, False)
+
+
+def _redis_clients(address: str) -> int:
+    import redis
+
+    host, port = address.split(":")
+    client = redis.Redis(host=host, port=int(port))
+    try:
+        return int(client.info("clients")["connected_clients"])
+    finally:
+        client.close()
+
+
+async def loop_bench(objects: int, periods: float, interval: int, redis_address: str,
+                     scaler: str = "redis") -> dict[str, float]:
     from capstan.api.registry import default_registry
     from capstan.controllers.autoscaling import AutoscalingOptions
     from capstan.controllers.autoscaling.scaledobject import ScaledObjectController
@@ -50,6 +77,14 @@ async def loop_bench(objects: int, periods: float, interval: int, redis_address:
     tmp = Path(tempfile.mkdtemp(prefix="bench-as-"))
     store = await SqliteStore.open(tmp / "state.db", default_registry())
     prefix = uuid.uuid4().hex[:6]
+    if scaler != "redis":
+        _register_null_scaler()
+
+    def trigger(i: int) -> dict[str, object]:
+        if scaler != "redis":
+            return {"type": "bench-null", "metadata": {}}
+        return {"type": "redis", "metadata": {"address": redis_address, "listName": f"bench-{prefix}-{i}"}}
+
     started = time.perf_counter()
     for i in range(objects):
         name = f"w{i}"
@@ -59,8 +94,7 @@ async def loop_bench(objects: int, periods: float, interval: int, redis_address:
                                          "containers": [{"name": "w", "image": "x", "command": ["true"]}]}}}})
         await store.create({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": name},
                             "spec": {"scaleTargetRef": {"name": name}, "pollingInterval": interval,
-                                     "triggers": [{"type": "redis", "metadata": {
-                                         "address": redis_address, "listName": f"bench-{prefix}-{i}"}}]}})
+                                     "triggers": [trigger(i)]}})
     setup = time.perf_counter() - started
     informers = InformerFactory(store)
     controller = ScaledObjectController(informers, store, EventRecorder(store, "bench"),
@@ -77,7 +111,7 @@ async def loop_bench(objects: int, periods: float, interval: int, redis_address:
         return all(any(c.get("type") == "Ready" for c in (o.get("status") or {}).get("conditions") or [])
                    for o in items)
 
-    while not await all_ready():
+    while not await all_ready():  # noqa: ASYNC110 - polling the store is the point
         await asyncio.sleep(1)
     first_pass = time.perf_counter() - started
     process = psutil.Process()
@@ -91,6 +125,7 @@ async def loop_bench(objects: int, periods: float, interval: int, redis_address:
         await asyncio.sleep(0.05)
         lags.append(max(loop.time() - due, 0.0))
     window = time.perf_counter() - window_start
+    clients = _redis_clients(redis_address) if scaler == "redis" else 0
     cpu_after = process.cpu_times()
     cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / window * 100
     passes = controller.scheduler.passes - passes_before
@@ -99,12 +134,13 @@ async def loop_bench(objects: int, periods: float, interval: int, redis_address:
     await store.close()
     return {"objects": objects, "setup_s": setup, "first_pass_all_s": first_pass, "window_s": window,
             "cpu_percent": cpu, "lag_p50_ms": _pct(lags, 0.5) * 1000, "lag_p99_ms": _pct(lags, 0.99) * 1000,
-            "lag_max_ms": max(lags) * 1000, "passes_per_s": passes / window, "rss_mb": process.memory_info().rss / 2**20}
+            "lag_max_ms": max(lags) * 1000, "passes_per_s": passes / window,
+            "rss_mb": process.memory_info().rss / 2**20,
+            "scaler": scaler, "redis_clients": clients}
 
 
 def reaction_bench(runs: int) -> dict[str, float]:
     import redis
-
     from tests.e2e.harness import CapstanServer, kill_all_containers
     from tests.services import service
 
@@ -159,6 +195,7 @@ def main() -> None:
     loop.add_argument("--objects", type=int, nargs="+", default=[1000, 10000])
     loop.add_argument("--periods", type=float, default=3)
     loop.add_argument("--interval", type=int, default=30)
+    loop.add_argument("--scaler", choices=["redis", "null"], default="redis")
     reaction = sub.add_parser("reaction")
     reaction.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
@@ -169,7 +206,8 @@ def main() -> None:
         for count in args.objects:
             # Each size in a fresh process: no state carried over between sizes.
             result = subprocess.run([sys.executable, __file__, "_loop_one", str(count), str(args.periods),
-                                     str(args.interval), f"{info.host}:{info.port}"], capture_output=True, text=True)
+                                     str(args.interval), f"{info.host}:{info.port}", args.scaler],
+                                    capture_output=True, text=True)
             print(result.stdout.strip() or result.stderr[-3000:], flush=True)
     else:
         print(json.dumps(reaction_bench(args.runs)), flush=True)
@@ -177,7 +215,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_loop_one":
-        _, _, count, periods, interval, address = sys.argv
-        print(json.dumps(asyncio.run(loop_bench(int(count), float(periods), int(interval), address))))
+        _, _, count, periods, interval, address, kind = sys.argv
+        print(json.dumps(asyncio.run(loop_bench(int(count), float(periods), int(interval), address, kind))))
     else:
         main()
