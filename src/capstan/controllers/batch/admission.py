@@ -56,6 +56,7 @@ from capstan.controllers.batch.common import (
     epoch,
     flavor_of,
     holds_quota,
+    is_evicted,
     is_finished,
     now_rfc3339,
     pod_sets,
@@ -78,6 +79,7 @@ from capstan.core.scheduling.queueing import (
     CycleResult,
     NodeCapacity,
     PodSet,
+    PreemptionDecision,
     SchedulerMemory,
     Settings,
     Snapshot,
@@ -149,6 +151,7 @@ class AdmissionController:
         self._status_written: dict[str, float] = {}
         self._deferred = False
         self._status_timer: asyncio.TimerHandle | None = None
+        self._preempting: dict[str, PreemptionDecision] = {}  # victim -> why, until the preemptor is admitted
         for informer in (self.cqs, self.cohorts, self.flavors, self.lqs, self.nodes):
             informer.add_handler(self._on_any)
         self.workloads.add_handler(self._on_workload)
@@ -240,8 +243,8 @@ class AdmissionController:
         now = self.clock().timestamp()
         for workload in self._view():
             at = ((workload.get("status") or {}).get("requeueState") or {}).get("requeueAt")
-            if at and not holds_quota(workload):
-                soonest = min(soonest, max(0.0, epoch(at) - now + 0.01))
+            if at and not holds_quota(workload) and epoch(at) > now:
+                soonest = min(soonest, epoch(at) - now + 0.01)
         return soonest
 
     def _view(self) -> Iterable[Obj]:
@@ -267,11 +270,10 @@ class AdmissionController:
             await self._admit(by_key[admission.workload], admission.cluster_queue, admission.assignments, now,
                               stamp)
         for decision in result.preemptions:
-            victim = by_key.get(decision.victim)
-            if victim is not None:
-                await self._evict(victim, "Preempted", decision.message, stamp, preempted=decision.reason)
-                metrics.PREEMPTED_WORKLOADS.labels(decision.preemptor_cluster_queue, decision.reason).inc()
-                metrics.EVICTED_WORKLOADS.labels(decision.victim_cluster_queue, "Preempted").inc()
+            self._preempting[decision.victim] = decision
+            metrics.PREEMPTED_WORKLOADS.labels(decision.preemptor_cluster_queue, decision.reason).inc()
+            metrics.EVICTED_WORKLOADS.labels(decision.victim_cluster_queue, "Preempted").inc()
+        await self._evict_victims(result, by_key, stamp)
         for eviction in result.evictions:
             victim = by_key.get(eviction.workload)
             if victim is not None:
@@ -444,6 +446,18 @@ class AdmissionController:
                                    f"Quota reserved in ClusterQueue {cluster_queue}, wait time since queued was "
                                    f"{max(0, round(now - queue_time(workload)))}s")
         await self.recorder.record(workload, "Normal", "Admitted", f"Admitted by ClusterQueue {cluster_queue}")
+
+    async def _evict_victims(self, result: CycleResult, by_key: dict[str, Obj], stamp: str) -> None:
+        """Evict every victim a waiting preemptor is nominated for that is not evicted yet: this cycle's
+        decisions, and earlier ones whose write did not go through (the core keeps waiting for them)."""
+        wanted = {victim for victims in result.memory.nominated.values() for victim in victims}
+        for victim in list(self._preempting):
+            if victim not in wanted:
+                del self._preempting[victim]
+        for victim, decision in self._preempting.items():
+            workload = by_key.get(victim)
+            if workload is not None and holds_quota(workload) and not is_evicted(workload):
+                await self._evict(workload, "Preempted", decision.message, stamp, preempted=decision.reason)
 
     async def _evict(self, workload: Obj, reason: str, message: str, stamp: str, *,
                      preempted: str | None = None) -> None:

@@ -21,6 +21,7 @@ first look (the embedded Job controller may then have created pods, which suspen
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -132,10 +133,17 @@ class JobIntegration(Controller):
     async def reconcile(self, key: ObjectKey) -> Result | None:
         namespace, name = key
         job = self.jobs.get(name, namespace)
+        await self._delete_orphans(namespace, name, job)
         if job is None or not is_queued_job(job) or job["metadata"].get("deletionTimestamp"):
             return None
         workload = self.workloads.get(workload_name(job), namespace)
         if workload is None:
+            try:  # the cache may lag a deletion: never create a Workload for a Job that is gone
+                job = await self.store.get(self.jobs_rt, name, namespace)
+            except NotFoundError:
+                return None
+            if job["metadata"].get("deletionTimestamp") or not is_queued_job(job):
+                return None
             if finished_condition(job) is None:
                 if not (job.get("spec") or {}).get("suspend"):
                     await self._suspend(job)
@@ -162,6 +170,22 @@ class JobIntegration(Controller):
         return None
 
     # ---- the Workload ---------------------------------------------------------------------------
+
+    async def _delete_orphans(self, namespace: str, name: str, job: Obj | None) -> None:
+        """Workloads of an earlier Job of this name (or of one that is gone): the garbage collector's job,
+        done here at once so that their quota is never held by nothing."""
+        uid = job["metadata"]["uid"] if job is not None else None
+        for workload in self.workloads.list(namespace):
+            for ref in workload["metadata"].get("ownerReferences") or []:
+                if ref.get("kind") == "Job" and ref.get("controller") and ref.get("name") == name \
+                        and ref.get("uid") != uid:
+                    if job is None:
+                        with contextlib.suppress(NotFoundError):
+                            await self.store.get(self.jobs_rt, name, namespace)
+                            return  # the cache lags a new Job of this name: decide on the next look
+                    with contextlib.suppress(NotFoundError, ConflictError):
+                        await self.store.delete(self.workloads_rt, workload["metadata"]["name"], namespace,
+                                                uid=workload["metadata"]["uid"])
 
     def _priority(self, job: Obj) -> tuple[int, str | None]:
         name = (job["metadata"].get("labels") or {}).get(PRIORITY_CLASS_LABEL)
