@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -251,7 +252,79 @@ def _describe_generic(lines: Lines, obj: Obj) -> None:
     _conditions(lines, obj)
 
 
+def _describe_workload(lines: Lines, workload: Obj) -> None:
+    spec = workload.get("spec") or {}
+    status = workload.get("status") or {}
+    _field(lines, "Queue Name", spec.get("queueName"))
+    _field(lines, "Priority", spec.get("priority", 0))
+    if spec.get("priorityClassName"):
+        _field(lines, "Priority Class", spec.get("priorityClassName"))
+    lines.append("Pod Sets:")
+    for pod_set in spec.get("podSets") or []:
+        requests: dict[str, Any] = {}
+        for container in ((pod_set.get("template") or {}).get("spec") or {}).get("containers") or []:
+            requests.update(((container.get("resources") or {}).get("requests")) or {})
+        _field(lines, str(pod_set.get("name") or "main"), f"{pod_set.get('count', 1)} pod(s), requests "
+               + (", ".join(f"{k}={v}" for k, v in sorted(requests.items())) or "none"), 1)
+    admission = status.get("admission")
+    if admission:
+        lines.append("Admission:")
+        _field(lines, "Cluster Queue", admission.get("clusterQueue"), 1)
+        for assignment in admission.get("podSetAssignments") or []:
+            flavors = ", ".join(f"{r}={f}" for r, f in sorted((assignment.get("flavors") or {}).items()))
+            usage = ", ".join(f"{r}={v}" for r, v in sorted((assignment.get("resourceUsage") or {}).items()))
+            _field(lines, str(assignment.get("name") or "main"), f"flavors {flavors}; usage {usage}", 1)
+    _last_attempt(lines, workload)
+    if status.get("requeueState"):
+        _field(lines, "Requeue State", f"count {status['requeueState'].get('count')}, eligible at "
+               f"{status['requeueState'].get('requeueAt')}")
+    _conditions(lines, workload)
+
+
+def _last_attempt(lines: Lines, workload: Obj) -> None:
+    raw = ((workload.get("metadata") or {}).get("annotations") or {}).get("capstan.io/admission-attempt")
+    if not raw:
+        return
+    try:
+        attempt = json.loads(raw)
+    except ValueError:
+        return
+    lines.append("Last Admission Attempt:")
+    _field(lines, "Time", attempt.get("time"), 1)
+    _field(lines, "Cluster Queue", attempt.get("clusterQueue"), 1)
+    _field(lines, "Position", attempt.get("position") or "not queued", 1)
+    _field(lines, "Reason", attempt.get("reason"), 1)
+    ahead = attempt.get("higherPriorityAhead") or 0
+    if ahead:
+        _field(lines, "Ahead", f"{ahead} higher-priority workload(s), first: {', '.join(attempt.get('ahead') or [])}",
+               1)
+    shortages = attempt.get("shortages") or []
+    if shortages:
+        lines.append(f"{INDENT}Shortages:")
+        lines.extend(f"{INDENT * 2}{s.get('text')}" for s in shortages)
+    else:
+        _field(lines, "Message", attempt.get("message"), 1)
+
+
+def _describe_queue(lines: Lines, queue: Obj) -> None:
+    _yaml_block(lines, "Spec", queue.get("spec"))
+    status = dict(queue.get("status") or {})
+    for key in ("pendingWorkloads", "reservingWorkloads", "admittedWorkloads"):
+        _field(lines, key[:1].upper() + key[1:], status.get(key, 0))
+    for flavor in status.get("flavorsReservation") or []:
+        used = ", ".join(f"{r['name']}={r.get('total')}" + (f" (borrowed {r['borrowed']})"
+                                                          if r.get("borrowed") not in (None, "0") else "")
+                         for r in flavor.get("resources") or [])
+        _field(lines, f"Flavor {flavor.get('name')}", used)
+    if status.get("fairSharing"):
+        _field(lines, "Weighted Share", status["fairSharing"].get("weightedShare"))
+    _conditions(lines, queue)
+
+
 DESCRIBERS: dict[str, Callable[[Lines, Obj], None]] = {
+    "Workload": _describe_workload,
+    "ClusterQueue": _describe_queue,
+    "LocalQueue": _describe_queue,
     "Pod": _describe_pod,
     "Deployment": _describe_deployment,
     "Job": _describe_job,

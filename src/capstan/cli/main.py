@@ -577,6 +577,11 @@ def version(
 app.add_typer(autoscaling_cli.app, name="scaledobject")
 
 
+from capstan.cli.queue import queue_app  # noqa: E402 - registered after the commands it uses
+
+app.add_typer(queue_app)
+
+
 def run() -> None:
     app()
 

@@ -7,6 +7,7 @@ NAME AGE.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -262,6 +263,58 @@ register_columns("Secret", [
     Column("TYPE", lambda o, now: str(o.get("type") or "Opaque")),
     Column("DATA", lambda o, now: str(len(o.get("data") or {}))),
     Column("AGE", age),
+])
+
+
+# ---- kueue.x-k8s.io -------------------------------------------------------------------------------
+
+_POSITION = re.compile(r"^position ([0-9]+) in ClusterQueue")
+
+
+def _workload_admitted_by(obj: Obj, _: datetime) -> str:
+    if not _condition_true(obj, "QuotaReserved"):
+        return ""
+    return str(_get(obj, "status", "admission", "clusterQueue") or "")
+
+
+def _workload_position(obj: Obj, _: datetime) -> str:
+    found = condition(obj, "QuotaReserved")
+    if found is None or found.get("status") == "True":
+        return ""
+    match = _POSITION.match(str(found.get("message") or ""))
+    return match.group(1) if match else ""
+
+
+def _workload_reason(obj: Obj, _: datetime) -> str:
+    for kind in ("Finished", "Evicted"):
+        found = condition(obj, kind)
+        if found is not None and found.get("status") == "True":
+            return f"{kind}: {found.get('reason') or ''}".rstrip(": ")
+    found = condition(obj, "QuotaReserved")
+    if found is None:
+        return "Pending"
+    return "Admitted" if found.get("status") == "True" else str(found.get("reason") or "Pending")
+
+
+register_columns("Workload", [
+    Column("QUEUE", lambda o, _: str(_get(o, "spec", "queueName") or "")),
+    Column("ADMITTED BY", _workload_admitted_by),
+    Column("POSITION", _workload_position),
+    Column("REASON", _workload_reason),
+    Column("AGE", lambda o, now: age(o, now)),
+])
+register_columns("ClusterQueue", [
+    Column("COHORT", lambda o, _: str(_get(o, "spec", "cohortName") or _get(o, "spec", "cohort") or "")),
+    Column("STRATEGY", lambda o, _: str(_get(o, "spec", "queueingStrategy") or "BestEffortFIFO")),
+    Column("PENDING WORKLOADS", lambda o, _: str(_get(o, "status", "pendingWorkloads") or 0)),
+    Column("ADMITTED WORKLOADS", lambda o, _: str(_get(o, "status", "admittedWorkloads") or 0)),
+    Column("AGE", lambda o, now: age(o, now)),
+])
+register_columns("LocalQueue", [
+    Column("CLUSTERQUEUE", lambda o, _: str(_get(o, "spec", "clusterQueue") or "")),
+    Column("PENDING WORKLOADS", lambda o, _: str(_get(o, "status", "pendingWorkloads") or 0)),
+    Column("ADMITTED WORKLOADS", lambda o, _: str(_get(o, "status", "admittedWorkloads") or 0)),
+    Column("AGE", lambda o, now: age(o, now)),
 ])
 
 

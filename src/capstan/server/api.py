@@ -48,7 +48,7 @@ from capstan.api.patch import merge_patch
 from capstan.api.registry import ResourceType
 from capstan.api.selectors import FieldSelector, LabelSelector, SelectorError
 from capstan.runtime.logs import container_log_path
-from capstan.server import discovery
+from capstan.server import discovery, visibility
 from capstan.server.access import AccessLogMiddleware, internal_error_body, log_unexpected
 from capstan.server.auth import BearerTokenMiddleware
 from capstan.server.autoscaling import explain_routes
@@ -585,5 +585,6 @@ def build_app(store: Store, *, token: str, pods_root: Path,
     ]
     if metrics is not None:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+    routes[0:0] = visibility.routes(store)
     middleware = [Middleware(AccessLogMiddleware), Middleware(BearerTokenMiddleware, token=token)]
     return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
