@@ -254,9 +254,9 @@ def _report_stall(admission: AdmissionController, informers: InformerFactory, st
         job = jobs.get(owner, workload["metadata"]["namespace"]) if owner else None
         if job is not None:
             print("     job suspend:", job["spec"].get("suspend"), job.get("status"))
-            print("     pods:", [(p["metadata"]["name"], p.get("status", {}).get("phase"),
-                                  p["metadata"].get("deletionTimestamp")) for p in pods.list(job["metadata"]["namespace"])
-                                 if p["metadata"].get("labels", {}).get("job-name") == owner])
+            mine = [p for p in pods.list(job["metadata"]["namespace"])
+                    if p["metadata"].get("labels", {}).get("job-name") == owner]
+            print("     pods:", [(p["metadata"]["name"], p.get("status", {}).get("phase")) for p in mine])
 
 
 def main() -> None:
