@@ -89,10 +89,10 @@ def main(argv: list[str]) -> int:
     from capstan.server.operator import OperatorSettings, run_operator_process
 
     kubeconfig, namespace, lease, identity, configmap = argv
-    probe = ControllerSpec("probe", lambda c: ActionRecorder(c.store, namespace, configmap, identity))
+    probe = ControllerSpec("probe", lambda c: c.manager.add(ActionRecorder(c.store, namespace, configmap, identity)))
     settings = OperatorSettings(kubeconfig=Path(kubeconfig), namespace=namespace, lease_name=lease,
                                 identity=identity, metrics_host="127.0.0.1", metrics_port=0,
-                                controllers=(probe,))
+                                install_crds=True, controllers=(probe,))
     return run_operator_process(settings)
 
 

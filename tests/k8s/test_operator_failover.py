@@ -104,8 +104,12 @@ def test_exactly_one_leads_and_the_standby_takes_over_after_the_leader_is_killed
         kube_cluster: KubeCluster, namespace: str, start_probe: Callable[[str], Probe]) -> None:
     probes = {identity: start_probe(identity) for identity in ("probe-a", "probe-b")}
     with kube_cluster.client() as api:
-        holder = str(wait_until(lambda: lease(api, namespace).get("holderIdentity"), bool,
-                                "one probe to take the Lease", timeout=90))
+        def holder_or_exit() -> object:
+            for probe in probes.values():
+                assert probe.process.poll() is None, f"{probe.identity} exited:\n{probe.output.read_text()}"
+            return lease(api, namespace).get("holderIdentity")
+
+        holder = str(wait_until(holder_or_exit, bool, "one probe to take the Lease", timeout=90))
         wait_until(lambda: actions(api, namespace), lambda log: len(log) >= 5, "the leader to act")
         leader = probes[holder]
         standby = next(p for p in probes.values() if p is not leader)

@@ -52,6 +52,9 @@ LEADER_STATUS = Gauge("capstan_leader_election_master_status",
                       "1 while this process holds the leader-election Lease, else 0.", ["name"],
                       registry=metrics.REGISTRY)
 
+Work = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+"""What runs while leading: gets an event that is set when it should stop gracefully."""
+
 # client-go waits retry_period * (1 + random * JITTER) between attempts while following.
 JITTER = 0.2
 
@@ -129,7 +132,7 @@ class LeaderElector:
 
     # ---- the whole cycle -------------------------------------------------------------------------
 
-    async def run(self, work: Callable[[asyncio.Event], Coroutine[Any, Any, None]], stop: asyncio.Event) -> Outcome:
+    async def run(self, work: Work, stop: asyncio.Event) -> Outcome:
         """Wait to lead, then run ``work(work_stop)`` while renewing. ``stop`` set: ``work_stop`` is set,
         the work is awaited, the Lease released → STOPPED. Leadership lost: the work is cancelled at once
         → LOST. Work that ends by itself (or raises) ends the term too; its exception propagates after the
@@ -294,16 +297,18 @@ class LeaderElector:
             self._changed.set()
         self._observed = lease
 
+    def _observed_duration(self) -> float:
+        spec = (self._observed or {}).get("spec") or {}
+        return float(spec.get("leaseDurationSeconds") or self.config.lease_duration)
+
     def _observed_expired(self) -> bool:
-        duration = (self._observed or {}).get("spec", {}).get("leaseDurationSeconds") or self.config.lease_duration
-        return time.monotonic() > self._observed_at + float(duration)
+        return time.monotonic() > self._observed_at + self._observed_duration()
 
     def _time_to_expiry(self) -> float | None:
         """Seconds until the observed holder's Lease runs out by our clock; None without a holder."""
         if not self.holder:
             return None
-        duration = (self._observed or {}).get("spec", {}).get("leaseDurationSeconds") or self.config.lease_duration
-        return self._observed_at + float(duration) - time.monotonic()
+        return self._observed_at + self._observed_duration() - time.monotonic()
 
     async def _wait_to_retry(self, stop: asyncio.Event) -> None:
         """Sleep a jittered retry period, less when the observed Lease expires sooner; wake early when the

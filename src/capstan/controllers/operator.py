@@ -4,8 +4,8 @@ On a real cluster Kubernetes itself provides what embedded mode builds in: kube-
 the Deployment and Job controllers and the garbage collector, kube-scheduler places Pods, and kubelets
 register Nodes and run Pods. The operator runs only what Kubernetes lacks: Capstan's own controllers for
 the keda.sh and kueue.x-k8s.io kinds. ``OPERATOR_CONTROLLERS`` is that list: one ``ControllerSpec`` line per
-controller, each a name and a factory taking the ``OperatorContext`` (store, shared informers, Event
-recorders, options).
+controller (or family), each a name and a function that adds its controllers to the ``OperatorContext``'s
+manager, the same ``add_*`` functions embedded mode calls.
 
 ``run_controllers`` runs informers and controllers as children of one task group, so cancelling it (the
 leader elector does so the moment the Lease is lost) cancels every one of them at once, mid-reconcile;
@@ -19,9 +19,12 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from capstan.controllers.autoscaling import AutoscalingOptions, add_autoscaling
+from capstan.controllers.autoscaling.triggers import AuthOptions
+from capstan.controllers.batch import add_batch_controllers
 from capstan.controllers.events import EventRecorder
 from capstan.controllers.informer import InformerFactory
-from capstan.controllers.runtime import Runnable
+from capstan.controllers.runtime import Manager, Runnable
 from capstan.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -35,17 +38,25 @@ class OperatorOptions:
 
 @dataclass(frozen=True)
 class OperatorContext:
-    """What a controller factory gets: one store, informers shared by all controllers, options."""
+    """What a controller factory gets: one store, informers shared by all controllers, options, and the
+    manager to add its controllers to."""
 
     store: Store
     informers: InformerFactory
+    manager: Manager
     options: OperatorOptions
 
     def recorder(self, component: str) -> EventRecorder:
         return EventRecorder(self.store, component)
 
+    def autoscaling_options(self) -> AutoscalingOptions:
+        # No filePath authentication (no shared directory) and no pod metrics source yet: cpu and memory
+        # triggers report an error on Kubernetes until a metrics.k8s.io source is wired in.
+        return AutoscalingOptions(auth=AuthOptions(cluster_object_namespace=self.options.namespace))
 
-ControllerFactory = Callable[[OperatorContext], Runnable]
+
+ControllerFactory = Callable[[OperatorContext], object]
+"""Adds its controllers to ``context.manager`` (what it returns is ignored)."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +66,9 @@ class ControllerSpec:
 
 
 OPERATOR_CONTROLLERS: tuple[ControllerSpec, ...] = (
-    # One line per controller, e.g.
-    # ControllerSpec("batch-job", lambda c: JobIntegration(c.informers, c.store, c.recorder("kueue-job"))),
+    ControllerSpec("autoscaling", lambda c: add_autoscaling(c.manager, c.informers, c.store, c.recorder,
+                                                            c.autoscaling_options())),
+    ControllerSpec("batch", lambda c: add_batch_controllers(c.manager, c.informers, c.store, c.recorder)),
 )
 """Everything ``capstan operator`` runs. Never the embedded-only Deployment/Job controllers, garbage
 collector, scheduler, node registrar or node agent: Kubernetes runs its own."""
@@ -66,8 +78,11 @@ def build_controllers(store: Store, options: OperatorOptions,
                       specs: Iterable[ControllerSpec] = OPERATOR_CONTROLLERS,
                       ) -> tuple[InformerFactory, list[Runnable]]:
     """Fresh informers and controllers (one set per term of leadership: no cache outlives a term)."""
-    context = OperatorContext(store=store, informers=InformerFactory(store), options=options)
-    return context.informers, [spec.build(context) for spec in specs]
+    informers = InformerFactory(store)
+    context = OperatorContext(store=store, informers=informers, manager=Manager(informers), options=options)
+    for spec in specs:
+        spec.build(context)
+    return informers, list(context.manager.runnables)
 
 
 async def run_controllers(store: Store, options: OperatorOptions, stop: asyncio.Event,
@@ -81,5 +96,5 @@ async def run_controllers(store: Store, options: OperatorOptions, stop: asyncio.
         group.create_task(stop.wait(), name="until-stopped")  # the group lives until stop, even when empty
         for informer in informers.all():
             group.create_task(informer.run(stop), name=f"informer-{informer.rt.plural}")
-        for spec, runnable in zip(specs, runnables, strict=True):
-            group.create_task(runnable.run(stop), name=spec.name)
+        for runnable in runnables:
+            group.create_task(runnable.run(stop), name=getattr(runnable, "name", type(runnable).__name__))

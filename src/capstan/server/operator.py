@@ -32,7 +32,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from capstan import __version__
-from capstan.api.errors import NotFoundError
+from capstan.api.errors import AlreadyExistsError, ConflictError, NotFoundError
 from capstan.api.registry import BUILTIN_TYPES, ResourceType, default_registry
 from capstan.api.schema import custom_resource_definition
 from capstan.controllers import metrics
@@ -51,7 +51,7 @@ log = logging.getLogger("capstan.operator")
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 EXIT_LOST_LEADERSHIP = 1
 EXIT_CRDS_MISSING = 2
-CRD_HEADER = "# Generated from the models by hack/gen-crds; do not edit (tests/unit/test_crds_fresh.py checks).\n"
+CRD_HEADER = "# Generated from the models by hack/gen-crds; do not edit (tests/unit/test_crds_fresh.py).\n"
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,19 @@ async def missing_crds(store: KubeStore, types: Iterable[ResourceType]) -> list[
         if not any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
             missing.append(name)
     return missing
+
+
+async def install_crds_racing(store: KubeStore, types: list[ResourceType], attempts: int = 5) -> None:
+    """``install_crds``, tolerating the other replicas doing the same at the same moment (their create or
+    update wins; ours is retried against what they wrote)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await install_crds(store, types)
+            return
+        except (ConflictError, AlreadyExistsError):
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(0.2 * attempt)
 
 
 # ---- health and metrics ------------------------------------------------------------------------
@@ -197,12 +210,12 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> int:
                 print(f"Capstan operator health and metrics on {url}", flush=True)
             types = crd_types()
             if settings.install_crds:
-                await install_crds(store, types)
+                await install_crds_racing(store, types)
                 log.info("installed or updated %d CRDs", len(types))
             missing = await missing_crds(store, types)
             if missing:
-                log.error("these CRDs are missing; install the Helm chart's crds/ or run with --install-crds: %s",
-                          ", ".join(missing))
+                log.error("these CRDs are missing; install the Helm chart's crds/ or run with "
+                          "--install-crds: %s", ", ".join(missing))
                 return EXIT_CRDS_MISSING
             health.started = True
 

@@ -435,7 +435,13 @@ def _event_from(raw: Obj) -> WatchEvent:
 
 async def _first_of(wanted: asyncio.Future[Any], closed: asyncio.Future[Any]) -> bool:
     """Wait for ``wanted`` or for the store to close; False (and ``wanted`` cancelled) when closed first."""
-    await asyncio.wait({wanted, closed}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait({wanted, closed}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        # The watch itself is being cancelled (an informer stopping): never leave ``wanted`` behind, or
+        # it fails later with the closed connection's ReadError and asyncio logs it as never retrieved.
+        wanted.cancel()
+        raise
     if wanted.done():
         return True
     wanted.cancel()
