@@ -144,7 +144,7 @@ class AdmissionController:
         # Indexes kept by the informer handlers, so a cycle never scans finished objects.
         self._active: dict[str, Obj] = {}  # workload key -> unfinished workload
         self._overlay: dict[str, Obj] = {}  # workload key -> what we wrote, until the cache has it
-        self._pod_sets: dict[str, tuple[str, tuple[PodSet, ...]]] = {}  # key -> (resourceVersion, pod sets)
+        self._pod_sets: dict[str, tuple[str, tuple[PodSet, ...]]] = {}  # key -> (uid/generation, pod sets)
         self._bound: dict[str, tuple[str, dict[str, int], str | None]] = {}  # pod uid -> (node, requests, owner)
         self._group_pods: dict[tuple[str, str], set[str]] = {}  # (namespace, group) -> unfinished pod uids
         self._written: dict[str, _Written] = {}
@@ -312,7 +312,7 @@ class AdmissionController:
             by_key[key] = workload
             sets = self._cached_pod_sets(key, workload)
             if holds_quota(workload):
-                admitted.append(_with_sets(core_admitted(workload), sets))
+                admitted.append(core_admitted(workload, sets))
                 continue
             if (workload.get("spec") or {}).get("active") is False:
                 continue
@@ -326,16 +326,15 @@ class AdmissionController:
             if failed is not None:
                 failed_deps[key] = failed
                 continue
-            core = core_workload(workload, lq_target[lq_key], not_ready=not_ready)
-            pending.append(Workload(core.key, core.cluster_queue, sets, core.priority, core.created, lq_key,
-                                    core.not_ready, core.requeue_at))
+            pending.append(core_workload(workload, lq_target[lq_key], not_ready=not_ready, sets=sets))
         nodes = self._capacity(admitted) if self.options.physical_fit else None
         snapshot = Snapshot(cqs, flavors, tuple(pending), tuple(admitted), cohorts, nodes, lq_stops,
                             self.options.settings, self.memory)
         return snapshot, missing_lq, failed_deps, by_key
 
     def _cached_pod_sets(self, key: str, workload: Obj) -> tuple[PodSet, ...]:
-        rv = str(workload["metadata"].get("resourceVersion") or "")
+        meta = workload["metadata"]
+        rv = f"{meta.get('uid')}/{meta.get('generation')}"  # pod sets are spec: status writes keep them
         cached = self._pod_sets.get(key)
         if cached is not None and cached[0] == rv:
             return cached[1]
@@ -364,7 +363,7 @@ class AdmissionController:
             return "waiting for dependencies to complete: " + ", ".join(waiting), None
         group = (meta.get("labels") or {}).get(GROUP_WORKLOAD_LABEL)
         if group:
-            expected = sum(p.count for p in pod_sets(workload))
+            expected = sum(p.count for p in self._cached_pod_sets(workload_key(workload), workload))
             present = len(self._group_pods.get((namespace, group), ()))
             if present < expected:
                 return f"waiting for the pods of group \"{group}\": {present} of {expected} exist", None
@@ -670,10 +669,4 @@ def _reserve(free: dict[str, dict[str, int]], requests: dict[str, int]) -> None:
         for r, a in requests.items():
             room[r] = room.get(r, 0) - a
         return
-
-
-def _with_sets(admitted: AdmittedWorkload, sets: tuple[PodSet, ...]) -> AdmittedWorkload:
-    w = admitted.workload
-    return AdmittedWorkload(Workload(w.key, w.cluster_queue, sets, w.priority, w.created, w.local_queue),
-                            admitted.assignments, admitted.admitted_at, admitted.evicting, admitted.preempted)
 

@@ -220,29 +220,33 @@ def pod_sets(workload: Obj) -> tuple[PodSet, ...]:
     return tuple(found)
 
 
-def core_workload(workload: Obj, cluster_queue: str, *, not_ready: str | None = None) -> Workload:
+def core_workload(workload: Obj, cluster_queue: str, *, not_ready: str | None = None,
+                  sets: tuple[PodSet, ...] | None = None) -> Workload:
     spec = workload.get("spec") or {}
     requeue = ((workload.get("status") or {}).get("requeueState") or {}).get("requeueAt")
     local_queue = f"{workload['metadata'].get('namespace') or 'default'}/{spec.get('queueName') or ''}"
-    return Workload(workload_key(workload), cluster_queue, pod_sets(workload), int(spec.get("priority") or 0),
+    sets = pod_sets(workload) if sets is None else sets
+    return Workload(workload_key(workload), cluster_queue, sets, int(spec.get("priority") or 0),
                     queue_time(workload), local_queue, not_ready,
                     epoch(requeue) if requeue else None)
 
 
-def core_admitted(workload: Obj) -> AdmittedWorkload:
+def core_admitted(workload: Obj, sets: tuple[PodSet, ...] | None = None) -> AdmittedWorkload:
     status = workload.get("status") or {}
     admission = status.get("admission") or {}
     cq = admission.get("clusterQueue") or ""
-    sets = {p.name: p for p in pod_sets(workload)}
+    sets = pod_sets(workload) if sets is None else sets
+    by_name = {p.name: p for p in sets}
     assignments = []
     for raw in admission.get("podSetAssignments") or []:
         name = raw.get("name") or "main"
         usage = {r: resource_amount(r, v) for r, v in (raw.get("resourceUsage") or {}).items()}
-        count = int(raw.get("count") or (sets[name].count if name in sets else 1))
+        count = int(raw.get("count") or (by_name[name].count if name in by_name else 1))
         assignments.append(PodSetAssignment(name, count, tuple(sorted((raw.get("flavors") or {}).items())), usage))
     reserved = find_condition(conditions_of(workload), QUOTA_RESERVED)
     admitted_at = epoch(reserved.get("lastTransitionTime")) if reserved else 0.0
-    return AdmittedWorkload(core_workload(workload, cq), tuple(assignments), admitted_at, is_evicted(workload))
+    return AdmittedWorkload(core_workload(workload, cq, sets=sets), tuple(assignments), admitted_at,
+                            is_evicted(workload))
 
 
 def admission_wire(cluster_queue: str, assignments: Sequence[PodSetAssignment]) -> dict[str, Any]:
