@@ -53,16 +53,17 @@ def helm() -> str:
 
 
 def render(helm: str, namespace: str, *values: str) -> list[dict[str, Any]]:
+    """``helm template`` with ``--set`` VALUES (``--set-string`` for those written ``string:key=value``)."""
     args = [helm, "template", RELEASE, str(CHART), "--namespace", namespace, "--include-crds"]
     for value in values:
-        args += ["--set", value]
+        args += ["--set-string", value.removeprefix("string:")] if value.startswith("string:") else ["--set", value]
     output = subprocess.run(args, check=True, capture_output=True, text=True, timeout=120).stdout
     return [doc for doc in yaml.safe_load_all(output) if doc]
 
 
 KWOK_VALUES = (
     "tolerations[0].key=kwok.x-k8s.io/node", "tolerations[0].operator=Exists",
-    "tolerations[0].effect=NoSchedule", "nodeSelector.type=kwok",
+    "tolerations[0].effect=NoSchedule", "string:nodeSelector.capstan-helm-test=kwok",
 )
 
 
@@ -134,19 +135,22 @@ def installed(kube_cluster: KubeCluster, helm: str) -> Iterator[str]:
     with kube_cluster.client() as api:
         for path in (f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{RELEASE}",
                      f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{RELEASE}",
-                     f"/api/v1/namespaces/{namespace}"):
+                     f"/api/v1/namespaces/{namespace}", f"/api/v1/nodes/{KWOK_NODE}"):
             api.delete(path)
 
 
 def ensure_kwok_node(api: httpx.Client) -> None:
     node = {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": KWOK_NODE, "annotations": {"kwok.x-k8s.io/node": "fake"},
-                         "labels": {"type": "kwok", "kubernetes.io/hostname": KWOK_NODE}},
+                         "labels": {"capstan-helm-test": "kwok", "kubernetes.io/hostname": KWOK_NODE}},
             "spec": {"taints": [{"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}]},
             "status": {"capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
                        "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"}}}
     response = api.post("/api/v1/nodes", json=node)
-    assert response.status_code in (201, 409), response.text
+    if response.status_code == 409:  # left by an interrupted run of a kept cluster: make sure it matches
+        response = api.patch(f"/api/v1/nodes/{KWOK_NODE}", json={"metadata": node["metadata"]},
+                             headers={"Content-Type": "application/merge-patch+json"})
+    assert response.status_code in (200, 201), response.text
 
 
 def test_the_api_server_accepts_the_chart_and_both_replicas_run(kube_cluster: KubeCluster, installed: str) -> None:
