@@ -17,21 +17,35 @@ managed Redis often refuses CONFIG). Without notifications it falls back to a bl
 while the list is empty it waits in ``BLMOVE key key LEFT LEFT`` (which hands an arriving
 element back to the head of the same list at once, so the list's content and order do not
 change), and polls every second otherwise.
+
+Connections: every redis and redis-streams scaler of the process that talks to the same server
+(address, database, credentials, TLS) shares one ``RedisHub``: at most ``POOL_CONNECTIONS``
+connections for reads and one pub/sub connection carrying every followed key's notifications,
+so 10,000 triggers on one Redis hold 5 connections, not 30,000. The blocking fallback needs a
+connection per waiting follower; at most ``BLOCKING_WATCHERS`` per server get one, the others
+poll through the shared pool. ``aclose`` ends the push follower and gives the hub back within
+a few seconds whatever Redis does (the last user closes the hub).
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
+import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.connection import BlockingConnectionPool, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
@@ -158,23 +172,67 @@ def parse_connection(config: ScalerConfig) -> RedisConnection:
     )
 
 
-class RedisClients:
-    """The scaler's clients: one for reads (commands bounded by the timeout) and, made on demand,
-    one for push loops (blocking reads and pub/sub, no socket timeout)."""
+# ---- connections shared by every scaler of the process ------------------------------------------
+
+POOL_CONNECTIONS = 4
+"""Connections for reads per Redis server (address, database, credentials, TLS) per process, shared by
+every redis and redis-streams scaler; a read waits for a free one (within its timeout)."""
+BLOCKING_WATCHERS = 16
+"""Without keyspace notifications, at most this many push followers per server block on a connection
+of their own (BLMOVE / XREAD BLOCK); the others poll through the shared pool."""
+FALLBACK_READS_PER_SECOND = 200.0
+"""Polling followers of one server together read at most this often (each at least every second)."""
+CLOSE_SECONDS = 2.0
+"""Closing a scaler or a hub never waits longer than this for Redis."""
+
+
+async def quietly(call: Awaitable[Any], seconds: float = CLOSE_SECONDS) -> None:
+    """Await a clean-up step, bounded, ignoring its failure: closing must never hang or raise."""
+    try:
+        async with asyncio.timeout(seconds):
+            await call
+    except (Exception, TimeoutError):
+        log.debug("clean-up step failed or timed out", exc_info=True)
+
+
+class RedisHub:
+    """What every scaler of this process shares for one Redis server and database and one set of
+    credentials: a pool of at most ``POOL_CONNECTIONS`` connections for reads, and one pub/sub
+    connection that carries the keyspace notifications of every followed key (one SUBSCRIBE per
+    key, so a busy unrelated key costs nothing). Made by ``acquire_hub``, reference counted, closed
+    by ``release_hub`` when its last scaler goes."""
 
     def __init__(self, connection: RedisConnection, timeout: float) -> None:
         self.connection = connection
         self.timeout = timeout
-        self._reader: aioredis.Redis | None = None
+        self.users = 0
         self._cert_dir: str | None = None
+        self.client = self._pooled(POOL_CONNECTIONS)
+        self._notify_client = self._pooled(1)
+        self._watchers: dict[str, set[Callable[[], None]]] = {}
+        self._pubsub: PubSub | None = None
+        self._subscribed: set[str] = set()
+        self._live = False
+        """Subscribed to every watched channel on a working connection."""
+        self._lock = asyncio.Lock()
+        self._wanted = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._events: dict[tuple[str, bool], bool] = {}
+        """(classes, allow CONFIG SET) -> whether keyspace notifications for them are on."""
+        self.blocking_slots = BLOCKING_WATCHERS
+        self.pollers = 0
 
-    def _tls_files(self) -> dict[str, Any]:
+    # -- clients --
+
+    def _tls_options(self) -> dict[str, Any]:
         conn = self.connection
-        options: dict[str, Any] = {"ssl": True, "ssl_ca_data": conn.ca, "ssl_password": conn.key_password}
+        options: dict[str, Any] = {"connection_class": SSLConnection, "ssl_ca_data": conn.ca,
+                                   "ssl_password": conn.key_password}
         if conn.unsafe_ssl:
             options.update(ssl_cert_reqs="none", ssl_check_hostname=False)
         if conn.cert and conn.key:
-            # redis-py reads client certificates from files on each connect; keep them for the scaler's life.
+            # redis-py reads client certificates from files on each connect; keep them for the hub's life.
             if self._cert_dir is None:
                 self._cert_dir = tempfile.mkdtemp(prefix="capstan-redis-")
                 for name, text in (("cert.pem", conn.cert), ("key.pem", conn.key)):
@@ -185,27 +243,214 @@ class RedisClients:
                            ssl_keyfile=str(Path(self._cert_dir, "key.pem")))
         return options
 
-    def make(self, socket_timeout: float | None) -> aioredis.Redis:
+    def options(self, socket_timeout: float | None) -> dict[str, Any]:
         conn = self.connection
-        tls = self._tls_files() if conn.tls else {}
-        return aioredis.Redis(
-            host=conn.host, port=conn.port, db=conn.database, username=conn.username, password=conn.password,
-            socket_timeout=socket_timeout, socket_connect_timeout=self.timeout,
-            retry=Retry(NoBackoff(), 0), decode_responses=True, **tls)
+        options: dict[str, Any] = {
+            "host": conn.host, "port": conn.port, "db": conn.database, "username": conn.username,
+            "password": conn.password, "socket_timeout": socket_timeout, "socket_connect_timeout": self.timeout,
+            "retry": Retry(NoBackoff(), 0), "decode_responses": True,
+            # CLIENT LIST shows whose connections these are (and a benchmark counts them).
+            "client_name": f"capstan-scaler-{os.getpid()}"}
+        if conn.tls:
+            options.update(self._tls_options())
+        return options
+
+    def _pooled(self, size: int) -> aioredis.Redis:
+        # Reads are bounded by asyncio.timeout (which drops a connection whose answer did not come),
+        # so neither the socket nor the wait for a free connection needs a timeout of its own.
+        pool = BlockingConnectionPool(max_connections=size, timeout=None, **self.options(None))
+        return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+
+    def dedicated(self, socket_timeout: float | None) -> aioredis.Redis:
+        """A client with connections of its own (for blocking waits)."""
+        options = self.options(socket_timeout)
+        connection_class = options.pop("connection_class", None)
+        if connection_class is not None:
+            options["ssl"] = True
+        return aioredis.Redis(**options)
+
+    # -- keyspace notifications --
+
+    async def keyspace_events(self, label: str, classes: str, allow_config_set: bool) -> bool:
+        """Whether notifications of ``classes`` are on (switched on when allowed); checked on first
+        use and again whenever the notification listener reconnects (a restarted server forgets
+        a CONFIG SET)."""
+        key = (classes, allow_config_set)
+        if key not in self._events:
+            self._events[key] = await bounded(label, self.connection, self.timeout,
+                                              ensure_keyspace_events(self.client, classes, allow_config_set))
+        return self._events[key]
+
+    def events_on(self, classes: str, allow_config_set: bool) -> bool:
+        return self._events.get((classes, allow_config_set), True)
+
+    def watch(self, channel: str, poke: Callable[[], None]) -> None:
+        """Call ``poke`` on every message of ``channel``, and once after its SUBSCRIBE and after every
+        reconnection (changes may have been missed meanwhile)."""
+        new = channel not in self._watchers
+        self._watchers.setdefault(channel, set()).add(poke)
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+        elif new and self._live:
+            self._spawn(self._subscribe(channel))
+        self._wanted.set()
+
+    def unwatch(self, channel: str, poke: Callable[[], None]) -> None:
+        pokes = self._watchers.get(channel)
+        if pokes is None:
+            return
+        pokes.discard(poke)
+        if not pokes:
+            del self._watchers[channel]
+            if self._live:
+                self._spawn(self._unsubscribe(channel))
 
     @property
-    def reader(self) -> aioredis.Redis:
-        if self._reader is None:
-            self._reader = self.make(self.timeout)
-        return self._reader
+    def watched(self) -> int:
+        return len(self._watchers)
+
+    def _poke(self, channel: str) -> None:
+        for poke in list(self._watchers.get(channel, ())):
+            poke()
+
+    def _spawn(self, call: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(call)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _subscribe(self, channel: str) -> None:
+        async with self._lock:
+            if (not self._live or self._pubsub is None or channel not in self._watchers
+                    or channel in self._subscribed):
+                return  # the listener subscribes every watched channel when it (re)connects
+            try:
+                await asyncio.wait_for(self._pubsub.subscribe(channel), self.timeout)
+            except (Exception, TimeoutError) as exc:
+                log.info("Redis at %s: SUBSCRIBE %s failed: %s", self.connection.address, channel, exc)
+                return
+            self._subscribed.add(channel)
+        self._poke(channel)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        async with self._lock:
+            if not self._live or self._pubsub is None or channel in self._watchers:
+                return
+            self._subscribed.discard(channel)
+            with contextlib.suppress(Exception, TimeoutError):
+                await asyncio.wait_for(self._pubsub.unsubscribe(channel), self.timeout)
+
+    async def _listen(self) -> None:
+        """One pub/sub connection for every followed key; reconnects with back-off, forever."""
+        backoff = 0.5
+        while True:
+            pubsub = self._notify_client.pubsub()
+            try:
+                await self._connect(pubsub)
+                backoff = 0.5
+                for channel in list(self._watchers):
+                    self._poke(channel)
+                while True:
+                    if not self._watchers:
+                        self._wanted.clear()
+                        await self._wanted.wait()
+                        continue
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=RESYNC_SECONDS)
+                    if message is not None:
+                        self._poke(str(message["channel"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the server went away: reconnect, re-check notifications
+                log.info("Redis at %s: keyspace notifications lost (%s); reconnecting in %.1fs",
+                         self.connection.address, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                self._live, self._pubsub = False, None
+                await asyncio.shield(quietly(pubsub.aclose()))  # type: ignore[no-untyped-call]
+
+    async def _connect(self, pubsub: PubSub) -> None:
+        label = f"Redis keyspace notifications ({self.connection.address})"
+        for classes, allow in list(self._events):  # a restarted server forgot a CONFIG SET
+            self._events[(classes, allow)] = await bounded(
+                label, self.connection, self.timeout, ensure_keyspace_events(self.client, classes, allow))
+        async with self._lock:
+            self._subscribed = set()
+            await bounded(label, self.connection, self.timeout, pubsub.connect())  # type: ignore[no-untyped-call]
+            # Followers keep arriving while SUBSCRIBE is on its way: repeat until none is missing.
+            while missing := [channel for channel in self._watchers if channel not in self._subscribed]:
+                await bounded(label, self.connection, self.timeout, pubsub.subscribe(*missing))
+                self._subscribed.update(missing)
+            self._pubsub, self._live = pubsub, True
 
     async def aclose(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            await reader.aclose()
+        tasks = [task for task in (self._listener, *self._background) if task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_SECONDS)
+        await quietly(self.client.aclose())
+        await quietly(self._notify_client.aclose())
         if self._cert_dir is not None:
             shutil.rmtree(self._cert_dir, ignore_errors=True)
             self._cert_dir = None
+
+
+_HUBS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[RedisConnection, RedisHub]] = (
+    weakref.WeakKeyDictionary())
+
+
+def acquire_hub(connection: RedisConnection, timeout: float) -> RedisHub:
+    """The running loop's hub for ``connection`` (made on first use); give it back with ``release_hub``."""
+    hubs = _HUBS.setdefault(asyncio.get_running_loop(), {})
+    hub = hubs.get(connection)
+    if hub is None:
+        hub = hubs[connection] = RedisHub(connection, timeout)
+    hub.users += 1
+    return hub
+
+
+async def release_hub(hub: RedisHub) -> None:
+    hub.users -= 1
+    if hub.users > 0:
+        return
+    hubs = _HUBS.get(asyncio.get_running_loop()) or {}
+    if hubs.get(hub.connection) is hub:
+        del hubs[hub.connection]
+    await hub.aclose()
+
+
+def open_hubs() -> list[RedisHub]:
+    """The hubs of the running loop (for tests and diagnostics)."""
+    return list((_HUBS.get(asyncio.get_running_loop()) or {}).values())
+
+
+class RedisClients:
+    """A scaler's handle on its server's hub: taken on first use, given back by ``aclose``."""
+
+    def __init__(self, connection: RedisConnection, timeout: float) -> None:
+        self.connection = connection
+        self.timeout = timeout
+        self._hub: RedisHub | None = None
+
+    @property
+    def hub(self) -> RedisHub:
+        if self._hub is None:
+            self._hub = acquire_hub(self.connection, self.timeout)
+        return self._hub
+
+    @property
+    def reader(self) -> aioredis.Redis:
+        """The shared client for reads (bound every call by the timeout: see ``bounded``)."""
+        return self.hub.client
+
+    def make(self, socket_timeout: float | None) -> aioredis.Redis:
+        """A client with connections of its own; the caller closes it."""
+        return self.hub.dedicated(socket_timeout)
+
+    async def aclose(self) -> None:
+        hub, self._hub = self._hub, None
+        if hub is not None:
+            await release_hub(hub)
 
 
 async def bounded(label: str, connection: RedisConnection, seconds: float, call: Awaitable[Any]) -> Any:
@@ -254,7 +499,9 @@ BlockingWait = Callable[[aioredis.Redis, MetricResult], Awaitable[None]]
 
 
 class KeyspaceFollower:
-    """Wakes the controller when one key changes: keyspace notifications, else a blocking wait."""
+    """Wakes the controller when one key changes: through the hub's shared keyspace notifications,
+    else (notifications off and not allowed to switch them on) a blocking wait on a connection of
+    its own while the hub has one to spare, else polling through the shared pool."""
 
     def __init__(self, label: str, clients: RedisClients, key: str, classes: str, allow_config_set: bool,
                  read: Reader, blocking_wait: BlockingWait) -> None:
@@ -278,50 +525,112 @@ class KeyspaceFollower:
     async def run(self, wake: WakeCallback) -> None:
         backoff = 0.5
         while True:
-            client = self.clients.make(None)
             try:
-                await self._follow(client, wake)
+                hub = self.clients.hub
+                self.using_notifications = await hub.keyspace_events(self.label, self.classes,
+                                                                     self.allow_config_set)
+                if self.using_notifications:
+                    await self._follow_notifications(hub, wake)
+                else:
+                    await self._follow_without_notifications(hub, wake)
+                backoff = 0.5
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # any failure: reconnect with back-off, never give up
+            except Exception as exc:  # any failure: start over with back-off, never give up
                 log.info("%s: push watch of %r failed (%s); retrying in %.1fs", self.label, self.key, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
-            finally:
-                await asyncio.shield(client.aclose())
 
-    async def _follow(self, client: aioredis.Redis, wake: WakeCallback) -> None:
-        timeout = self.clients.timeout
-        conn = self.clients.connection
-        self.using_notifications = await bounded(
-            self.label, conn, timeout, ensure_keyspace_events(client, self.classes, self.allow_config_set))
-        if not self.using_notifications:
-            while True:
-                self._report(await self.read(), wake)
-                assert self.last is not None
-                await self.blocking_wait(client, self.last)
-        pubsub = client.pubsub()
+    async def _follow_notifications(self, hub: RedisHub, wake: WakeCallback) -> None:
+        changed = asyncio.Event()
+        poke = changed.set
+        channel = f"__keyspace@{self.clients.connection.database}__:{self.key}"
+        hub.watch(channel, poke)
         try:
-            await bounded(self.label, conn, timeout, pubsub.subscribe(f"__keyspace@{conn.database}__:{self.key}"))
             self._report(await self.read(), wake)
             last_read = time.monotonic()
-            while True:
-                await pubsub.get_message(ignore_subscribe_messages=True, timeout=RESYNC_SECONDS)
+            while hub.events_on(self.classes, self.allow_config_set):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RESYNC_SECONDS):
+                        await changed.wait()
                 spacing = MIN_READ_SPACING - (time.monotonic() - last_read)
                 if spacing > 0:
                     await asyncio.sleep(spacing)
-                while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0) is not None:
-                    pass  # coalesce a burst into the one read below
+                changed.clear()  # a burst of notifications becomes the one read below
                 self._report(await self.read(), wake)
                 last_read = time.monotonic()
         finally:
-            await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
+            hub.unwatch(channel, poke)
+
+    async def _follow_without_notifications(self, hub: RedisHub, wake: WakeCallback) -> None:
+        """Until the next re-check of notifications (RESYNC_SECONDS)."""
+        until = time.monotonic() + RESYNC_SECONDS
+        if hub.blocking_slots > 0:
+            hub.blocking_slots -= 1
+            client = self.clients.make(None)
+            try:
+                while time.monotonic() < until:
+                    self._report(await self.read(), wake)
+                    assert self.last is not None
+                    await self.blocking_wait(client, self.last)
+            finally:
+                hub.blocking_slots += 1
+                await asyncio.shield(quietly(client.aclose()))
+            return
+        hub.pollers += 1
+        try:
+            while time.monotonic() < until:
+                self._report(await self.read(), wake)
+                await asyncio.sleep(max(FALLBACK_POLL_SECONDS, hub.pollers / FALLBACK_READS_PER_SECOND))
+        finally:
+            hub.pollers -= 1
+
+
+class RedisPushScaler(PushScaler):
+    """What ``redis`` and ``redis-streams`` share: the hub handle, the push follower, and an
+    ``aclose`` that ends the follower and gives the hub back promptly, however Redis behaves."""
+
+    clients: RedisClients
+
+    def __init__(self, config: ScalerConfig) -> None:
+        super().__init__(config)
+        self._followers: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @abc.abstractmethod
+    def follower(self) -> KeyspaceFollower:
+        """The follower of this scaler's key."""
+
+    async def run(self, wake: WakeCallback) -> None:
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self.follower().run(wake))
+        self._followers.add(task)
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._closed and task.cancelled() and (current is None or not current.cancelling()):
+                return  # ended by aclose(), not by our caller
+            raise
+        finally:
+            task.cancel()
+            self._followers.discard(task)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        followers = list(self._followers)
+        for task in followers:
+            task.cancel()
+        if followers:
+            await asyncio.wait(followers, timeout=CLOSE_SECONDS)
+        await quietly(self.clients.aclose(), CLOSE_SECONDS * 2)
 
 
 # ---- the scaler ---------------------------------------------------------------------------------
 
 @register("redis")
-class RedisScaler(PushScaler):
+class RedisScaler(RedisPushScaler):
     def __init__(self, config: ScalerConfig) -> None:
         super().__init__(config)
         self.connection = parse_connection(config)
@@ -361,10 +670,6 @@ class RedisScaler(PushScaler):
                 pass  # not a list, or a Redis before 6.2: poll instead
         await asyncio.sleep(FALLBACK_POLL_SECONDS)
 
-    async def run(self, wake: WakeCallback) -> None:
-        follower = KeyspaceFollower(self.config.label, self.clients, self.list_name, "glzshxe",
-                                    self.allow_config_set, self.read, self._wait_for_change)
-        await follower.run(wake)
-
-    async def aclose(self) -> None:
-        await self.clients.aclose()
+    def follower(self) -> KeyspaceFollower:
+        return KeyspaceFollower(self.config.label, self.clients, self.list_name, "glzshxe",
+                                self.allow_config_set, self.read, self._wait_for_change)

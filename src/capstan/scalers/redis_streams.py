@@ -17,6 +17,8 @@ Push: keyspace notifications on the stream key (``XADD``, ``XDEL``, ``XTRIM``, `
 expiry), as for ``redis``; the fallback blocks in ``XREAD BLOCK ... STREAMS key $``, which waits for
 new entries without consuming anything. ``XREADGROUP`` and ``XACK`` raise no notification, so
 changes of the pending count are seen by polling (and by the 30 s re-read of the push loop).
+Connections are shared with every other redis / redis-streams trigger on the same server (see
+``capstan.scalers.redis``).
 """
 
 from __future__ import annotations
@@ -31,16 +33,15 @@ from capstan.scalers import _metadata as md
 from capstan.scalers.base import (
     MetricResult,
     MetricSpec,
-    PushScaler,
     ScalerConfig,
     ScalerConfigError,
     ScalerError,
-    WakeCallback,
 )
 from capstan.scalers.redis import (
     BLOCK_SECONDS,
     KeyspaceFollower,
     RedisClients,
+    RedisPushScaler,
     bounded,
     keda_normalize,
     parse_connection,
@@ -51,7 +52,7 @@ Mode = Literal["lag", "pending", "length"]
 
 
 @register("redis-streams")
-class RedisStreamsScaler(PushScaler):
+class RedisStreamsScaler(RedisPushScaler):
     def __init__(self, config: ScalerConfig) -> None:
         super().__init__(config)
         self.connection = parse_connection(config)
@@ -131,10 +132,6 @@ class RedisStreamsScaler(PushScaler):
         except ResponseError:
             await asyncio.sleep(1.0)  # the key holds something else: poll
 
-    async def run(self, wake: WakeCallback) -> None:
-        follower = KeyspaceFollower(self.config.label, self.clients, self.stream, "gtxe",
-                                    self.allow_config_set, self.read, self._wait_for_change)
-        await follower.run(wake)
-
-    async def aclose(self) -> None:
-        await self.clients.aclose()
+    def follower(self) -> KeyspaceFollower:
+        return KeyspaceFollower(self.config.label, self.clients, self.stream, "gtxe",
+                                self.allow_config_set, self.read, self._wait_for_change)
