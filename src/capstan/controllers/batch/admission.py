@@ -222,6 +222,7 @@ class AdmissionController:
                     return
                 await asyncio.sleep(self.options.debounce)
                 self._wake.clear()
+                started = time.perf_counter()
                 try:
                     await self.cycle()
                 except asyncio.CancelledError:
@@ -230,6 +231,9 @@ class AdmissionController:
                     log.exception("admission cycle failed; retrying")
                     await asyncio.sleep(0.5)
                     self._wake.set()
+                # A long cycle leaves as much time to the other controllers (they turn its decisions
+                # into running pods) before the next one: at most half the loop goes to admission.
+                await asyncio.sleep(min(1.0, time.perf_counter() - started))
         finally:
             stopper.cancel()
 
