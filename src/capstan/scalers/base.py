@@ -1,7 +1,8 @@
 """The scaler interface (after KEDA's ``pkg/scalers/scaler.go``), in Python.
 
 A scaler reads one trigger's source. The ScaledObject / ScaledJob controllers build one per
-trigger, ask it for its metric specs once, and for values on every poll. A *push* scaler can
+trigger, await its optional ``prepare()``, ask it for its metric specs once, and for values on
+every poll. A *push* scaler can
 also wake the controller the moment its source changes, so reaction does not wait for the next
 poll; polling remains the fallback.
 
@@ -106,9 +107,19 @@ class Scaler(abc.ABC):
     def __init__(self, config: ScalerConfig) -> None:
         self.config = config
 
+    async def prepare(self) -> None:  # noqa: B027 - optional hook; most scalers know their specs at once
+        """I/O the scaler needs before ``metric_specs()`` can answer (the external scaler asks its
+        server). The controller awaits it once before the first ``metric_specs()``, bounded by the
+        timeout; a ScalerError here counts as a failed read of the trigger and it is retried on the
+        next pass. Scalers that override it must make ``metric_specs()`` cheap afterwards."""
+
+    @property
+    def needs_prepare(self) -> bool:
+        return type(self).prepare is not Scaler.prepare
+
     @abc.abstractmethod
     def metric_specs(self) -> list[MetricSpec]:
-        """The metrics this trigger contributes, fixed for the scaler's life."""
+        """The metrics this trigger contributes, fixed for the scaler's life (after ``prepare()``)."""
 
     @abc.abstractmethod
     async def get_metrics_and_activity(self, metric_name: str) -> MetricResult:

@@ -3,7 +3,9 @@
 Wire-compatible with KEDA's ``externalscaler.ExternalScaler`` service (see
 ``_grpc/externalscaler.proto``), so a scaler server written for KEDA works with Capstan unchanged:
 
-- ``GetMetricSpec`` once, for the metric names and targets (``targetSizeFloat`` wins when > 0);
+- ``GetMetricSpec`` once, in ``prepare()`` (awaited by the controller: never on the event loop's
+  thread), for the metric names and targets (``targetSizeFloat`` wins when > 0); an unreachable
+  server is a failing trigger (retried every poll), not a broken ScaledObject;
 - per poll ``GetMetrics`` then ``IsActive``, like KEDA; the ``sN-`` prefix is stripped from the
   metric name sent to the server; several values for one metric add up (as the HPA adds the
   items of an external metric);
@@ -187,9 +189,15 @@ class ExternalScaler(Scaler):
         self._specs = specs
         return specs
 
+    async def prepare(self) -> None:
+        """Ask the server for its metric specs (once), without blocking the event loop."""
+        if self._specs is None:
+            await self.load_metric_specs()
+
     def metric_specs(self) -> list[MetricSpec]:
-        """The server's metric specs. The first call asks the server (synchronously, bounded by the
-        timeout) unless ``load_metric_specs`` was awaited before; raises ScalerError if unreachable."""
+        """The server's metric specs, as ``prepare()`` loaded them. Called without ``prepare()``, it
+        asks the server synchronously (bounded by the timeout; blocks the thread): the controllers
+        always prepare first. Raises ScalerError if the server cannot be reached."""
         if self._specs is not None:
             return self._specs
         channel = (grpc.secure_channel(self.settings.address, _credentials(self.settings.tls))
@@ -208,10 +216,15 @@ class ExternalScaler(Scaler):
     async def load_metric_specs(self) -> list[MetricSpec]:
         """Ask the server for its metric specs without blocking the event loop."""
         try:
-            response = await self._stub_for_loop().get_metric_spec(
-                self.scaled_object_ref(), timeout=self.config.timeout_seconds)
+            async with asyncio.timeout(self.config.timeout_seconds):
+                # gRPC's own deadline a little later: the message below is the one users see.
+                response = await self._stub_for_loop().get_metric_spec(
+                    self.scaled_object_ref(), timeout=self.config.timeout_seconds + 0.5)
         except grpc.aio.AioRpcError as exc:
             raise self._error("GetMetricSpec", exc) from exc
+        except TimeoutError as exc:
+            raise ScalerError(f"{self.config.label}: external scaler {self.settings.address} did not answer "
+                              f"GetMetricSpec within {self.config.timeout_seconds:g}s") from exc
         return self._accept_specs(response)
 
     # -- metrics -----------------------------------------------------------------------------------

@@ -4,6 +4,10 @@ The set is built from the object's triggers and the resolved configs (authentica
 environment); it is reused across polls while the fingerprint (generation + resolved configs)
 stays the same, and closed when the object changes or goes. A trigger whose read fails is
 rebuilt before its next read (KEDA's refreshScaler), without touching the other triggers.
+Scalers that need I/O before they know their metric specs (``Scaler.prepare``, e.g. the external
+scaler's GetMetricSpec) are prepared by the first read, concurrently and bounded, never on the
+build path; one that cannot be prepared is a failing trigger (metric ``s{index}-{type}``), retried
+every pass, so health, fallback and Ready treat it like any other failure.
 Push scalers run in their own task and call ``wake`` when their source changes.
 """
 
@@ -36,23 +40,33 @@ class Reading:
     seconds: float
 
 
+def unprepared_spec(config: ScalerConfig) -> MetricSpec:
+    """What a trigger whose metric specs are not known yet (its ``prepare()`` failed) is reported
+    as: one metric ``s{index}-{type}``, so its failures are counted (health, fallback) like any
+    trigger's until the specs arrive."""
+    return MetricSpec(name=f"s{config.trigger_index}-{config.trigger_type}", target=1.0,
+                      target_type=config.metric_type)
+
+
 @dataclass
 class ScalerSet:
     fingerprint: Hashable
     configs: tuple[ScalerConfig, ...]
     scalers: list[Scaler]
-    specs: list[list[MetricSpec]]
+    specs: list[list[MetricSpec] | None]
+    """None: the scaler's ``prepare()`` has not succeeded yet (it is retried before every read)."""
     push_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stale: set[int] = field(default_factory=set)
 
     @classmethod
     def build(cls, fingerprint: Hashable, configs: Sequence[ScalerConfig], wake: Wake | None) -> ScalerSet:
-        """Build every scaler; a ScalerConfigError of any trigger propagates (after closing the others)."""
+        """Build every scaler; a ScalerConfigError of any trigger propagates (after closing the others).
+        No I/O: the specs of scalers that need ``prepare()`` are loaded by ``read_all``."""
         scalers: list[Scaler] = []
         try:
             for config in configs:
                 scalers.append(build_scaler(config))
-            specs = [scaler.metric_specs() for scaler in scalers]
+            specs = [None if scaler.needs_prepare else scaler.metric_specs() for scaler in scalers]
         except BaseException:
             for scaler in scalers:
                 _close_soon(scaler)
@@ -65,9 +79,40 @@ class ScalerSet:
         return built
 
     async def read_all(self) -> list[Reading]:
-        """Read every metric of every trigger concurrently, each bounded by its trigger's timeout."""
-        jobs = [self._read(index, spec) for index in range(len(self.scalers)) for spec in self.specs[index]]
+        """Read every metric of every trigger concurrently, each bounded by its trigger's timeout;
+        triggers still to be prepared are prepared first (concurrently, bounded the same way)."""
+        pending = [index for index, specs in enumerate(self.specs) if specs is None]
+        failed = dict(zip(pending, await asyncio.gather(*(self._prepare(i) for i in pending)), strict=True))
+        jobs = []
+        for index, specs in enumerate(self.specs):
+            if specs is None:
+                jobs.append(self._unprepared(index, failed.get(index) or "not prepared"))
+            else:
+                jobs.extend(self._read(index, spec) for spec in specs)
         return list(await asyncio.gather(*jobs))
+
+    async def _prepare(self, index: int) -> tuple[str, float] | None:
+        """Run the scaler's ``prepare()`` and take its specs; (error, seconds) when that failed."""
+        config, scaler = self.configs[index], self.scalers[index]
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(config.timeout_seconds + 1.0):
+                await scaler.prepare()
+            self.specs[index] = scaler.metric_specs()
+            return None
+        except TimeoutError:
+            error = f"no answer within {config.timeout_seconds:g}s"
+        except ScalerError as exc:
+            error = str(exc) or type(exc).__name__
+        except Exception as exc:  # a scaler bug must not stop the object's other triggers
+            log.exception("%s: prepare failed", config.label)
+            error = f"{type(exc).__name__}: {exc}"
+        return error, time.perf_counter() - started
+
+    async def _unprepared(self, index: int, failure: tuple[str, float] | str) -> Reading:
+        error, seconds = failure if isinstance(failure, tuple) else (failure, 0.0)
+        config = self.configs[index]
+        return Reading(index, config, unprepared_spec(config), None, error, seconds)
 
     async def _read(self, index: int, spec: MetricSpec) -> Reading:
         config = self.configs[index]

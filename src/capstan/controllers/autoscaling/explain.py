@@ -53,6 +53,7 @@ async def _spec_readings(store: Store, obj: Obj, model: ScaledObject, target: Ob
         except ScalerError as exc:
             raise BadRequestError(str(exc)) from None
         try:
+            await scaler.prepare()  # e.g. the external scaler's GetMetricSpec, off the loop's thread
             for spec in scaler.metric_specs():
                 readings.append(TriggerReading(spec.name, None, spec.target, spec.activation_target,
                                                trigger.metric_type or spec.target_type, trigger.name, trigger.type,
