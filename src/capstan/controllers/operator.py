@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from capstan.controllers.autoscaling import AutoscalingOptions, add_autoscaling
 from capstan.controllers.autoscaling.triggers import AuthOptions
-from capstan.controllers.batch import add_batch_controllers
+from capstan.controllers.batch import AdmissionOptions, add_batch_controllers
 from capstan.controllers.events import EventRecorder
 from capstan.controllers.informer import InformerFactory
 from capstan.controllers.runtime import Manager, Runnable
@@ -68,7 +68,9 @@ class ControllerSpec:
 OPERATOR_CONTROLLERS: tuple[ControllerSpec, ...] = (
     ControllerSpec("autoscaling", lambda c: add_autoscaling(c.manager, c.informers, c.store, c.recorder,
                                                             c.autoscaling_options())),
-    ControllerSpec("batch", lambda c: add_batch_controllers(c.manager, c.informers, c.store, c.recorder)),
+    # Quota only, as Kueue: kube-scheduler places the pods, so node capacity is not checked at admission.
+    ControllerSpec("batch", lambda c: add_batch_controllers(c.manager, c.informers, c.store, c.recorder,
+                                                            options=AdmissionOptions(physical_fit=False))),
 )
 """Everything ``capstan operator`` runs. Never the embedded-only Deployment/Job controllers, garbage
 collector, scheduler, node registrar or node agent: Kubernetes runs its own."""

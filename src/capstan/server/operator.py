@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -44,6 +45,13 @@ from capstan.controllers.operator import (
     run_controllers,
 )
 from capstan.server.embedded import _bind, _client_host, _EmbeddedUvicorn
+from capstan.server.webhook import (
+    AdmissionWebhook,
+    capstan_admission_hooks,
+    ensure_serving_secret,
+    inject_ca_bundle,
+    serve_webhook,
+)
 from capstan.store.kube import KubeStore, install_crds, resource_path
 
 log = logging.getLogger("capstan.operator")
@@ -71,6 +79,18 @@ class OperatorSettings:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
     controllers: tuple[ControllerSpec, ...] = field(default=OPERATOR_CONTROLLERS)
+    webhook_port: int = -1
+    """Port of the HTTPS admission webhook (/mutate, /validate); negative: no webhook, 0: a free port."""
+    webhook_host: str = "0.0.0.0"
+    webhook_cert_dir: Path | None = None
+    """tls.crt and tls.key of the webhook (cert-manager's Secret mounted here). With ``webhook_cert_secret``
+    the operator writes them here (None: a private temporary directory)."""
+    webhook_cert_secret: str | None = None
+    """Self-signed mode: the Secret (in ``namespace``) holding the serving certificate, made if missing."""
+    webhook_service: str = "capstan-webhook"
+    """Self-signed mode: the Service the certificate is made for (<service>.<namespace>.svc)."""
+    webhook_configuration: str | None = None
+    """Self-signed mode: the Mutating- and ValidatingWebhookConfiguration to put the CA into (caBundle)."""
 
     def resolved_namespace(self) -> str:
         if self.namespace:
@@ -197,6 +217,33 @@ async def serve_health(settings: OperatorSettings, health: _Health) -> AsyncIter
 # ---- the process -------------------------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def serve_admission_webhook(settings: OperatorSettings, store: KubeStore, namespace: str
+                                  ) -> AsyncIterator[str | None]:
+    """Serve the admission webhook on every replica (the API server may call any of them); yields the URL
+    (None when disabled). In self-signed mode the certificate comes from (or goes to) a Secret shared by
+    the replicas and its CA is injected into the webhook configurations."""
+    if settings.webhook_port < 0:
+        yield None
+        return
+    with contextlib.ExitStack() as cleanup:
+        cert_dir = settings.webhook_cert_dir
+        if settings.webhook_cert_secret:
+            cert = await ensure_serving_secret(store, namespace, settings.webhook_cert_secret,
+                                               settings.webhook_service)
+            if cert_dir is None:
+                cert_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="capstan-webhook-")))
+            cert.write(cert_dir)
+            if settings.webhook_configuration:
+                await inject_ca_bundle(store, cert.ca_pem, mutating=[settings.webhook_configuration],
+                                       validating=[settings.webhook_configuration])
+        if cert_dir is None:
+            raise ValueError("the webhook needs --webhook-cert-dir (tls.crt, tls.key) or --webhook-cert-secret")
+        webhook = AdmissionWebhook(capstan_admission_hooks(store, crd_types()))
+        async with serve_webhook(webhook, settings.webhook_host, settings.webhook_port, cert_dir) as url:
+            yield url
+
+
 async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> int:
     """Run until ``stop`` is set (0) or leadership is lost (1); 2 when CRDs are missing."""
     metrics.BUILD_INFO.labels(version=__version__).set(1)
@@ -205,9 +252,12 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> int:
     health = _Health()
     store = await connect(settings)
     try:
-        async with serve_health(settings, health) as url:
+        async with serve_health(settings, health) as url, \
+                serve_admission_webhook(settings, store, namespace) as webhook_url:
             if url:
                 print(f"Capstan operator health and metrics on {url}", flush=True)
+            if webhook_url:
+                print(f"Capstan operator admission webhook on {webhook_url}", flush=True)
             types = crd_types()
             if settings.install_crds:
                 await install_crds_racing(store, types)

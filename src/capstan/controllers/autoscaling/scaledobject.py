@@ -240,15 +240,7 @@ class ScaledObjectController:
         return True
 
     def _validate(self, new: Obj, old: Obj | None) -> None:
-        key = TargetIndex.key_of(new)
-        if key is None or (old is not None and TargetIndex.key_of(old) == key):
-            return
-        name = new["metadata"].get("name") or ""
-        others = [other for other in self.targets.claimants(key) if other != name]
-        if others:
-            raise InvalidError.from_causes("ScaledObject", name, [Cause(
-                "spec.scaleTargetRef", "FieldValueInvalid",
-                f"the workload '{key[3]}' of type '{key[2]}' is already managed by the ScaledObject '{others[0]}'")])
+        check_one_per_target(self.targets, new, old)
 
     def _on_change(self, change: ChangeType, obj: Obj, old: Obj | None) -> None:
         meta = obj["metadata"]
@@ -565,3 +557,17 @@ def _set(status: dict[str, Any], name: str, value: Any) -> None:
 
 def _without(status: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if k not in names}
+
+
+def check_one_per_target(targets: TargetIndex, new: Obj, old: Obj | None) -> None:
+    """Reject ``new`` (InvalidError) when another ScaledObject in ``targets`` already claims its scale
+    target: the embedded store's validator, and the admission webhook's on Kubernetes."""
+    key = TargetIndex.key_of(new)
+    if key is None or (old is not None and TargetIndex.key_of(old) == key):
+        return
+    name = new["metadata"].get("name") or ""
+    others = [other for other in targets.claimants(key) if other != name]
+    if others:
+        raise InvalidError.from_causes("ScaledObject", name, [Cause(
+            "spec.scaleTargetRef", "FieldValueInvalid",
+            f"the workload '{key[3]}' of type '{key[2]}' is already managed by the ScaledObject '{others[0]}'")])

@@ -57,10 +57,13 @@ def queue_name_validator(new: Obj, old: Obj | None) -> None:
             message="field is immutable while the Job is not suspended")])
 
 
-def install_admission_hooks(store: Store) -> bool:
-    """Register the mutators and validators; False when the store has no hooks (use a webhook)."""
-    add_mutator = getattr(store, "add_mutator", None)
-    add_validator = getattr(store, "add_validator", None)
+def install_admission_hooks(store: Store, hooks: object | None = None) -> bool:
+    """Register the mutators and validators on ``hooks`` (default: the store itself); False when it has no
+    ``add_mutator``/``add_validator`` (a KubeStore: ``capstan.server.webhook`` registers them on its
+    webhook instead, with the store for the cross-object reads)."""
+    target = store if hooks is None else hooks
+    add_mutator = getattr(target, "add_mutator", None)
+    add_validator = getattr(target, "add_validator", None)
     if add_mutator is None or add_validator is None:
         return False
     add_mutator("Job", suspend_queued_jobs)
