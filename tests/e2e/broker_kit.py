@@ -17,6 +17,7 @@ Times are recorded for the report but never asserted.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -108,7 +109,7 @@ def assert_trajectory(values: list[int], peak: int) -> None:
     assert max(values) == peak, f"the peak must be exactly {peak}: {values}"
     top = values.index(peak)
     rise = values[:top + 1]
-    assert all(a < b for a, b in zip(rise, rise[1:], strict=False)), f"the rise must only go up: {values}"
+    assert all(a < b for a, b in itertools.pairwise(rise)), f"the rise must only go up: {values}"
     expected_fall = [peak, 1, 0] if peak > 1 else [1, 0]
     assert values[top:] == expected_fall, f"after the cooldown: {peak} -> 1 -> 0 expected: {values}"
 

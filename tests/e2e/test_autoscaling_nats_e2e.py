@@ -91,7 +91,7 @@ def test_nats_jetstream_consumer_lag_scales_workers_zero_to_four_and_back(
 
         def drained() -> bool:
             state = _consumer_state(monitor_url, stream)
-            return state["num_pending"] == 0 and state["num_ack_pending"] == 0
+            return bool(state["num_pending"] == 0 and state["num_ack_pending"] == 0)
 
         run = run_scaling(
             server, "worker", broker_scaled_object("worker", trigger, maximum=MAXIMUM, polling=2),

@@ -8,6 +8,7 @@ Environment: BOOTSTRAP, TOPIC, GROUP, JOURNAL, HOLD.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 
 from _worker import HOLD, Journal, sigterm_event
@@ -32,10 +33,9 @@ async def main() -> None:
                 for record in records:
                     await asyncio.sleep(HOLD)
                     journal.processed(record.value.decode())
-                    try:
+                    # A failed commit: the partition moved to another member, which starts from the last commit.
+                    with contextlib.suppress(CommitFailedError, IllegalStateError, RebalanceInProgressError):
                         await consumer.commit({TopicPartition(partition.topic, partition.partition): record.offset + 1})
-                    except (CommitFailedError, IllegalStateError, RebalanceInProgressError):
-                        pass  # the partition moved to another member, which starts from the last commit
     finally:
         await consumer.stop()  # leaves the group, so the others take its partitions at once
     journal.stopped()

@@ -20,6 +20,7 @@ import aiomqtt
 from _worker import HOLD, POD, Journal, sigterm_event
 
 JOBS, CLAIMED = os.environ["JOBS_DIR"], os.environ["CLAIMED_DIR"]
+GAUGE_LOCK = os.open(os.path.join(os.path.dirname(CLAIMED), "gauge.lock"), os.O_RDWR | os.O_CREAT, 0o644)
 
 
 def claim() -> str | None:
@@ -33,10 +34,12 @@ def claim() -> str | None:
 
 
 async def publish_backlog(client: aiomqtt.Client) -> None:
-    with open(os.path.join(os.path.dirname(CLAIMED), "gauge.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    fcntl.flock(GAUGE_LOCK, fcntl.LOCK_EX)
+    try:
         remaining = len(os.listdir(JOBS)) + len(os.listdir(CLAIMED))
         await client.publish(os.environ["GAUGE_TOPIC"], str(remaining), qos=1, retain=True)
+    finally:
+        fcntl.flock(GAUGE_LOCK, fcntl.LOCK_UN)
 
 
 async def main() -> None:
