@@ -39,8 +39,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _register_null_scaler() -> None:
-    """A scaler that answers 0 without I/O: the controller's own cost, for sizes a shared Redis
-    cannot take (each redis trigger holds its own connections)."""
+    """A scaler that answers 0 without I/O: the controller's own cost, without Redis."""
     from capstan.scalers.base import MetricResult, MetricSpec, Scaler
     from capstan.scalers.registry import register
 
@@ -54,12 +53,16 @@ def _register_null_scaler() -> None:
 
 
 def _redis_clients(address: str) -> int:
+    """This process's scaler connections to Redis (the scalers name them ``capstan-scaler-<pid>``;
+    other users of the shared Redis are not counted)."""
+    import os
+
     import redis
 
     host, port = address.split(":")
-    client = redis.Redis(host=host, port=int(port))
+    client = redis.Redis(host=host, port=int(port), decode_responses=True)
     try:
-        return int(client.info("clients")["connected_clients"])
+        return sum(1 for c in client.client_list() if c.get("name") == f"capstan-scaler-{os.getpid()}")
     finally:
         client.close()
 

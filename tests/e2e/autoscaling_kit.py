@@ -5,6 +5,8 @@
 * ``scaled_object`` / ``scaled_job``: manifests with short polling and cooldown;
 * ``ReplicaTrajectory``: the successive ``spec.replicas`` of a Deployment, recorded from an API
   watch in a thread (no sleeps), with the time of each change;
+* ``idle_deployment``, ``status_of``, ``condition_of``, ``subscribed``: small helpers the
+  autoscaling e2e tests share;
 * ``PrivateRedis``: a ``redis-server`` of the test's own (own port and directory) that the test
   may stop (SIGTERM) and start again on the same port, which a shared service must never be.
 """
@@ -196,3 +198,44 @@ class PrivateRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+IDLE = "import time\nprint('worker started', flush=True)\ntime.sleep(3600)\n"
+
+
+def idle_deployment(name: str, replicas: int = 0) -> dict[str, Any]:
+    """A worker whose containers only sleep: for tests about replica counts, not work."""
+    return worker_deployment(name, {}, script=IDLE, replicas=replicas)
+
+
+def status_of(server: CapstanServer, name: str, plural: str = "scaledobjects") -> dict[str, Any]:
+    obj = server.get_json(f"/apis/keda.sh/v1alpha1/namespaces/default/{plural}/{name}")
+    return dict(obj.get("status") or {})
+
+
+def condition_of(server: CapstanServer, name: str, kind: str, plural: str = "scaledobjects") -> dict[str, Any] | None:
+    for cond in status_of(server, name, plural).get("conditions") or []:
+        if cond.get("type") == kind:
+            return dict(cond)
+    return None
+
+
+def replicas_of(server: CapstanServer, deployment: str) -> int:
+    obj = server.get_json(f"/apis/apps/v1/namespaces/default/deployments/{deployment}")
+    return int((obj.get("spec") or {}).get("replicas") or 0)
+
+
+def subscribed(client: Any, key: str, database: int = 0) -> bool:
+    """Whether someone (a redis scaler's push follower) follows ``key``'s keyspace notifications."""
+    [(_, count)] = client.pubsub_numsub(f"__keyspace@{database}__:{key}")
+    return bool(count)
+
+
+def first_change_after(trajectory: ReplicaTrajectory, moment: float, replicas: int) -> float | None:
+    """Seconds from ``moment`` to the first change to ``replicas`` at or after it, if there was one."""
+    with trajectory._lock:
+        changes = list(trajectory.changes)
+    for when, value in changes:
+        if when >= moment and value == replicas:
+            return when - moment
+    return None
