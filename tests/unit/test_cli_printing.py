@@ -164,7 +164,8 @@ def test_shape_checks(tmp_path: Path) -> None:
         f"{path}: document 3 (ConfigMap): metadata.name is required",
         f'{path}: document 4 (Gadget "g"): no matches for kind "Gadget" in version "nope/v1"',
     ]
-    assert f'{path}: document 5 (Deployment "web"): spec.replicas: Input should be a valid integer' in problems[4]
+    assert problems[4] == (f'{path}: document 5 (Deployment "web"): spec.replicas: Invalid value: "string": '
+                           'spec.replicas in body must be of type integer: "string"')
 
 
 def test_update_keeps_server_fields_and_merges_labels() -> None:

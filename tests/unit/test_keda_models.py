@@ -61,17 +61,17 @@ def test_full_keda_manifest_round_trips() -> None:
 
 def test_replica_bounds_are_checked_with_field_paths() -> None:
     assert causes(scaled_object(minReplicaCount=5, maxReplicaCount=3)) == [
-        ("spec.minReplicaCount", "minReplicaCount (5) must not be greater than maxReplicaCount (3)")]
+        ("spec.minReplicaCount", "Invalid value: minReplicaCount (5) must not be greater than maxReplicaCount (3)")]
     assert causes(scaled_object(minReplicaCount=2, idleReplicaCount=2)) == [
-        ("spec.idleReplicaCount", "idleReplicaCount (2) must be less than minReplicaCount (2)")]
+        ("spec.idleReplicaCount", "Invalid value: idleReplicaCount (2) must be less than minReplicaCount (2)")]
 
 
 def test_the_error_message_names_the_object_and_fields() -> None:
     obj = scaled_object(minReplicaCount=5, maxReplicaCount=3)
     with pytest.raises(InvalidError) as caught:
         REGISTRY.for_object(obj).validate(obj)
-    assert str(caught.value) == ('ScaledObject "web" is invalid: spec.minReplicaCount: minReplicaCount (5) must '
-                                 'not be greater than maxReplicaCount (3)')
+    assert str(caught.value) == ('ScaledObject "web" is invalid: spec.minReplicaCount: Invalid value: '
+                                 'minReplicaCount (5) must not be greater than maxReplicaCount (3)')
 
 
 def test_trigger_names_must_be_unique() -> None:
@@ -82,7 +82,8 @@ def test_trigger_names_must_be_unique() -> None:
 
 def test_metadata_values_must_be_strings() -> None:
     found = causes(scaled_object(triggers=[{"type": "prometheus", "metadata": {"threshold": 10}}]))
-    assert found == [("spec.triggers[0].metadata.threshold", "Input should be a valid string")]
+    assert found == [("spec.triggers[0].metadata.threshold", 'Invalid value: "integer": '
+                      'spec.triggers[0].metadata.threshold in body must be of type string: "integer"')]
 
 
 def test_fallback_needs_average_value_or_value_metrics() -> None:

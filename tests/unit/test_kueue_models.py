@@ -81,7 +81,8 @@ def test_resource_not_in_covered_resources() -> None:
 def test_preemption_and_fungibility_combinations() -> None:
     borrow = {"borrowWithinCohort": {"policy": "LowerPriority"}}
     message = invalid(cluster_queue({"cohort": "org", "preemption": borrow}))
-    assert message.endswith("spec.preemption: reclaimWithinCohort=Never and borrowWithinCohort.Policy!=Never")
+    assert message.endswith("spec.preemption: Invalid value: reclaimWithinCohort=Never and "
+                            "borrowWithinCohort.Policy!=Never")
     message = invalid(cluster_queue({"flavorFungibility": {"preference": "PreemptionOverBorrowing"}}))
     assert "spec.flavorFungibility.preference" in message
     assert "spec.queueingStrategy" in invalid(cluster_queue({"queueingStrategy": "LIFO"}))

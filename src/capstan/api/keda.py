@@ -3,7 +3,7 @@
 Field names and defaults are KEDA's, so a manifest written for KEDA applies unchanged. The models
 also perform the checks KEDA's admission webhook performs (replica bounds, unique trigger names,
 fallback and scalingModifiers rules); each failure names the field it is about, for example
-``spec.minReplicaCount: minReplicaCount (5) must not be greater than maxReplicaCount (3)``.
+``spec.minReplicaCount: Invalid value: minReplicaCount (5) must not be greater than maxReplicaCount (3)``
 
 Authentication providers Capstan does not implement (``podIdentity``, ``hashiCorpVault``,
 ``azureKeyVault``, ``gcpSecretManager``, ``awsSecretManager``, ``boundServiceAccountToken``,
@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from capstan.api.base import Condition, KubeModel, Resource
 from capstan.api.batchv1 import JobSpec
+from capstan.api.celrules import CrossFieldRule, cel_validations
 from capstan.api.formula import FormulaError, compile_formula
 from capstan.api.registry import ResourceType
 
@@ -123,7 +124,19 @@ class ScaleTriggers(KubeModel):
         return self.type in RESOURCE_TRIGGER_TYPES
 
 
+MIN_NOT_OVER_MAX = CrossFieldRule(
+    "self.minReplicaCount <= self.maxReplicaCount",
+    "minReplicaCount (%d) must not be greater than maxReplicaCount (%d)",
+    ("self.minReplicaCount", "self.maxReplicaCount"), ".minReplicaCount")
+IDLE_UNDER_MIN = CrossFieldRule(
+    "!has(self.idleReplicaCount) || self.idleReplicaCount < self.minReplicaCount",
+    "idleReplicaCount (%d) must be less than minReplicaCount (%d)",
+    ("self.idleReplicaCount", "self.minReplicaCount"), ".idleReplicaCount")
+
+
 class ScaledObjectSpec(KubeModel):
+    model_config = ConfigDict(json_schema_extra=cel_validations(MIN_NOT_OVER_MAX, IDLE_UNDER_MIN))
+
     scale_target_ref: ScaleTarget
     polling_interval: int = Field(default=30, ge=1)
     cooldown_period: int = Field(default=300, ge=0)
@@ -337,11 +350,11 @@ def scaled_object_spec_problems(spec: ScaledObjectSpec) -> list[Problem]:
     """Every rule KEDA's ScaledObject webhook enforces on the spec, as (location, message) pairs."""
     problems: list[Problem] = []
     if spec.min_replica_count > spec.max_replica_count:
-        problems.append((("minReplicaCount",), f"minReplicaCount ({spec.min_replica_count}) must not be greater "
-                         f"than maxReplicaCount ({spec.max_replica_count})"))
+        problems.append((("minReplicaCount",),
+                         MIN_NOT_OVER_MAX.cause_message(spec.min_replica_count, spec.max_replica_count)))
     if spec.idle_replica_count is not None and spec.idle_replica_count >= spec.min_replica_count:
-        problems.append((("idleReplicaCount",), f"idleReplicaCount ({spec.idle_replica_count}) must be less than "
-                         f"minReplicaCount ({spec.min_replica_count})"))
+        problems.append((("idleReplicaCount",),
+                         IDLE_UNDER_MIN.cause_message(spec.idle_replica_count, spec.min_replica_count)))
     problems += _unique_trigger_names(spec.triggers)
     problems += _trigger_problems(spec)
     problems += _fallback_problems(spec)

@@ -27,13 +27,14 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from capstan.api.base import Condition, KubeModel, LabelSelector, Resource
+from capstan.api.celrules import CrossFieldRule, cel_validations
 from capstan.api.corev1 import PodTemplateSpec, Quantity, Taint, Toleration
 from capstan.api.errors import Cause
-from capstan.api.quantity import QuantityError, parse_quantity
+from capstan.api.quantity import QuantityError, SchemaQuantity, parse_quantity
 from capstan.api.registry import ResourceType
 
 GROUP = "kueue.x-k8s.io"
@@ -97,9 +98,9 @@ def _amount(value: Quantity) -> Decimal:
 
 class ResourceQuota(KubeModel):
     name: str
-    nominal_quota: Quantity = 0
-    borrowing_limit: Quantity | None = None
-    lending_limit: Quantity | None = None
+    nominal_quota: SchemaQuantity = 0
+    borrowing_limit: SchemaQuantity | None = None
+    lending_limit: SchemaQuantity | None = None
 
 
 class FlavorQuotas(KubeModel):
@@ -113,7 +114,7 @@ class ResourceGroup(KubeModel):
 
 
 class FairSharing(KubeModel):
-    weight: Quantity | None = None
+    weight: SchemaQuantity | None = None
 
 
 class FairSharingStatus(KubeModel):
@@ -218,7 +219,15 @@ class BorrowWithinCohort(KubeModel):
     max_priority_threshold: int | None = None
 
 
+NEVER_RECLAIM_MEANS_NEVER_BORROW = CrossFieldRule(
+    "!(self.reclaimWithinCohort == 'Never' && has(self.borrowWithinCohort)"
+    " && self.borrowWithinCohort.policy != 'Never')",
+    "reclaimWithinCohort=Never and borrowWithinCohort.Policy!=Never")
+
+
 class ClusterQueuePreemption(KubeModel):
+    model_config = ConfigDict(json_schema_extra=cel_validations(NEVER_RECLAIM_MEANS_NEVER_BORROW))
+
     within_cluster_queue: WithinClusterQueuePolicy = "Never"
     reclaim_within_cohort: ReclaimWithinCohortPolicy = "Never"
     borrow_within_cohort: BorrowWithinCohort | None = None
@@ -294,7 +303,7 @@ def cluster_queue_errors(spec: ClusterQueueSpec) -> list[InitErrorDetails]:
     preemption = spec.preemption
     if (preemption.reclaim_within_cohort == "Never" and preemption.borrow_within_cohort is not None
             and preemption.borrow_within_cohort.policy != "Never"):
-        errors.append(_error(("spec", "preemption"), "reclaimWithinCohort=Never and borrowWithinCohort.Policy!=Never"))
+        errors.append(_error(("spec", "preemption"), NEVER_RECLAIM_MEANS_NEVER_BORROW.cause_message()))
     fungibility = spec.flavor_fungibility
     if fungibility.preference is not None and (fungibility.when_can_borrow != "TryNextFlavor"
                                                or fungibility.when_can_preempt != "TryNextFlavor"):

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from typing import Annotated
+
+from pydantic import AfterValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
             "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12),
             "P": Decimal(10**15), "E": Decimal(10**18)}
 _PATTERN = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
+
+
+# The pattern Kubernetes' own quantity fields carry in CRD schemas (resource.Quantity's OpenAPI definition).
+KUBE_QUANTITY_PATTERN = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+                         r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+_KUBE_QUANTITY = re.compile(KUBE_QUANTITY_PATTERN)
 
 
 class QuantityError(ValueError):
@@ -64,3 +74,18 @@ def format_amount(name: str, amount: int) -> str:
     if name == "memory" or name.endswith("storage"):
         return format_bytes(amount)
     return str(amount)
+
+
+def _quantity_syntax(value: int | str) -> int | str:
+    if isinstance(value, str) and not _KUBE_QUANTITY.match(value):
+        raise PydanticCustomError("string_pattern_mismatch", "String should match pattern '{pattern}'",
+                                  {"pattern": KUBE_QUANTITY_PATTERN})
+    return value
+
+
+SchemaQuantity = Annotated[
+    int | str, AfterValidator(_quantity_syntax),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": KUBE_QUANTITY_PATTERN})]
+"""A quantity field of a CRD-served kind: an integer or a string matching Kubernetes' quantity pattern,
+checked the same way by the model and (as ``x-kubernetes-int-or-string`` with ``pattern``) by the API
+server, with the same message."""

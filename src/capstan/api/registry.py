@@ -19,6 +19,7 @@ from capstan.api.batchv1 import Job
 from capstan.api.coordinationv1 import Lease
 from capstan.api.corev1 import ConfigMap, Event, Namespace, Node, Pod, Secret
 from capstan.api.errors import Cause, InvalidError, NotFoundError
+from capstan.api.fielderrors import causes_from_errors
 
 
 @dataclass(frozen=True)
@@ -69,24 +70,9 @@ class ResourceType:
         return self.validate(obj).to_wire()
 
 
-def format_loc(loc: Iterable[int | str]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
 def causes_from_validation(exc: ValidationError) -> list[Cause]:
-    causes = []
-    for error in exc.errors():
-        loc = [part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-"))]
-        # pydantic appends the union member tried ("str", "int") to the location; drop those.
-        loc = [p for p in loc if p not in ("str", "int", "float", "bool", "literal['v1']")]
-        causes.append(Cause(field=format_loc(loc), reason=error["type"], message=error["msg"]))
-    return causes
+    """The causes the Kubernetes API server reports for the same failures (see capstan.api.fielderrors)."""
+    return causes_from_errors(exc.errors())
 
 
 class Registry:
