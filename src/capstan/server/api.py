@@ -53,7 +53,7 @@ from capstan.server.access import AccessLogMiddleware, internal_error_body, log_
 from capstan.server.auth import BearerTokenMiddleware
 from capstan.server.autoscaling import explain_routes
 from capstan.server.podlogs import follow_log, read_log
-from capstan.store.base import Obj, PropagationPolicy, Store
+from capstan.store.base import Obj, PropagationPolicy, Store, until_stopped
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 MERGE_PATCH = "application/merge-patch+json"
@@ -120,6 +120,9 @@ class _Api:
         self.store = store
         self.registry = store.registry
         self.pods_root = pods_root
+        # Set when the server shuts down: open watches and log follows end at once instead of
+        # holding the shutdown until their next event.
+        self.closing = asyncio.Event()
 
     # ---- routing --------------------------------------------------------------------------
 
@@ -302,7 +305,7 @@ class _Api:
             for obj in initial:
                 yield line("ADDED", obj)
             async with asyncio.timeout(timeout_seconds):
-                async for event in events:
+                async for event in until_stopped(events, self.closing):
                     yield line(event.type, event.object)
         except TimeoutError:
             return
@@ -478,6 +481,8 @@ class _Api:
             return Response(content, media_type="text/plain")
 
         async def pod_running() -> bool:
+            if self.closing.is_set():
+                return False
             try:
                 current = await self.store.get(target.rt, target.name or "", target.namespace)
             except NotFoundError:
@@ -587,4 +592,6 @@ def build_app(store: Store, *, token: str, pods_root: Path,
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     routes[0:0] = visibility.routes(store)
     middleware = [Middleware(AccessLogMiddleware), Middleware(BearerTokenMiddleware, token=token)]
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
+    app.state.closing = api.closing
+    return app

@@ -86,6 +86,7 @@ async def serve_api(store: Store, settings: ServerSettings, token: str,
         write_client_config(settings.data_dir, url, token)
         yield ApiServer(url=url, port=port)
     finally:
+        app.state.closing.set()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -20,6 +20,7 @@ embedded SQLite store and on a real cluster:
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -145,6 +146,25 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections; open watches end."""
+
+
+async def until_stopped(events: AsyncIterator[WatchEvent], stop: asyncio.Event) -> AsyncIterator[WatchEvent]:
+    """Relay a watch until it ends or ``stop`` is set, whichever comes first, so a shutdown
+    never waits for the next event of a quiet watch."""
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({following, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if following not in done:
+                following.cancel()
+                return
+            try:
+                yield following.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stopper.cancel()
 
 
 def object_key(obj: Obj) -> tuple[str, str]:
