@@ -172,6 +172,7 @@ class OperatorProcess:
     process: subprocess.Popen[bytes]
     output: Path
     webhook_url: str = field(default="")
+    metrics_url: str = field(default="")
 
     @classmethod
     def start(cls, cluster: KubeCluster, namespace: str, cert_dir: Path, workdir: Path) -> OperatorProcess:
@@ -187,9 +188,11 @@ class OperatorProcess:
         operator = cls(process, output)
         deadline = time.monotonic() + 60
         while not operator.webhook_url:
-            found = re.search(r"admission webhook on (https://\S+)", output.read_text())
-            if found:
-                operator.webhook_url = found.group(1)
+            text = output.read_text()
+            found = re.search(r"admission webhook on (https://\S+)", text)
+            metrics = re.search(r"health and metrics on (http://\S+)", text)
+            if found and metrics:
+                operator.webhook_url, operator.metrics_url = found.group(1), metrics.group(1)
             elif process.poll() is not None or time.monotonic() > deadline:
                 operator.stop()
                 raise RuntimeError(f"the operator did not start:\n{output.read_text()[-3000:]}")

@@ -299,9 +299,10 @@ class ServingCert:
     @classmethod
     def from_secret_data(cls, data: dict[str, str]) -> ServingCert | None:
         try:
-            return cls(*(base64.b64decode(data[name]) for name in ("ca.crt", "tls.crt", "tls.key")))
+            parts = [base64.b64decode(data[name]) for name in ("ca.crt", "tls.crt", "tls.key")]
         except (KeyError, ValueError):
             return None
+        return cls(*parts) if all(parts) else None  # the chart's placeholder Secret has empty values
 
 
 def self_signed_serving_cert(dns_names: Sequence[str], ip_addresses: Sequence[str] = (), *,
@@ -403,6 +404,11 @@ async def inject_ca_bundle(store: KubeStore, ca_pem: bytes, *, mutating: Sequenc
 # ---- configurations (tests, and what the chart renders) ----------------------------------------
 
 
+UNVALIDATED_KINDS = frozenset({"Workload"})
+"""Not sent to the webhook: the operator creates them (from Jobs and pod groups) and writes them from its
+models, so a round trip per Workload would only slow admission down."""
+
+
 def webhook_configurations(client_config: Callable[[str], Obj], *, name: str = "capstan",
                            crd_rules: Iterable[ResourceType] = (), failure_policy: str = "Fail",
                            timeout_seconds: int = 10) -> tuple[Obj, Obj]:
@@ -413,8 +419,9 @@ def webhook_configurations(client_config: Callable[[str], Obj], *, name: str = "
     unrelated Job is never held up, even with failurePolicy Fail."""
     queued = {"matchExpressions": [{"key": QUEUE_LABEL, "operator": "Exists"}]}
 
-    def rule(group: str, version: str, resources: list[str]) -> Obj:
-        return {"apiGroups": [group], "apiVersions": [version], "operations": ["CREATE", "UPDATE"],
+    def rule(group: str, version: str, resources: list[str], operations: tuple[str, ...] = ("CREATE", "UPDATE")
+             ) -> Obj:
+        return {"apiGroups": [group], "apiVersions": [version], "operations": list(operations),
                 "resources": resources, "scope": "*"}
 
     def webhook(webhook_name: str, path: str, rules: list[Obj], selector: Obj | None) -> Obj:
@@ -427,11 +434,16 @@ def webhook_configurations(client_config: Callable[[str], Obj], *, name: str = "
 
     by_group: dict[tuple[str, str], list[str]] = {}
     for rt in crd_rules:
+        if rt.kind in UNVALIDATED_KINDS:
+            continue
         by_group.setdefault((rt.group, rt.version), []).append(rt.plural)
     mutating = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
                 "metadata": {"name": name},
-                "webhooks": [webhook("mjob.capstan.io", MUTATE_PATH, [rule("batch", "v1", ["jobs"])], queued),
-                             webhook("mpod.capstan.io", MUTATE_PATH, [rule("", "v1", ["pods"])], queued)]}
+                # The mutators act on creation only: updates (the operator unsuspending a Job) skip the call.
+                "webhooks": [webhook("mjob.capstan.io", MUTATE_PATH, [rule("batch", "v1", ["jobs"], ("CREATE",))],
+                                     queued),
+                             webhook("mpod.capstan.io", MUTATE_PATH, [rule("", "v1", ["pods"], ("CREATE",))],
+                                     queued)]}
     validating_hooks = [webhook("vjob.capstan.io", VALIDATE_PATH, [rule("batch", "v1", ["jobs"])], queued),
                         webhook("vpod.capstan.io", VALIDATE_PATH, [rule("", "v1", ["pods"])], queued)]
     if by_group:
