@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -152,19 +153,27 @@ async def until_stopped(events: AsyncIterator[WatchEvent], stop: asyncio.Event) 
     """Relay a watch until it ends or ``stop`` is set, whichever comes first, so a shutdown
     never waits for the next event of a quiet watch."""
     stopper = asyncio.ensure_future(stop.wait())
+    following: asyncio.Future[WatchEvent] | None = None
     try:
         while True:
             following = asyncio.ensure_future(anext(events))
             done, _ = await asyncio.wait({following, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if following not in done:
-                following.cancel()
                 return
             try:
-                yield following.result()
+                event = following.result()
             except StopAsyncIteration:
                 return
+            following = None
+            yield event
     finally:
         stopper.cancel()
+        if following is not None and not following.done():
+            # The watch must be idle before anyone closes it (an async generator cannot be
+            # closed while a read is in flight).
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await following
 
 
 def object_key(obj: Obj) -> tuple[str, str]:
