@@ -608,9 +608,13 @@ class AdmissionController:
             self._deferred_status()
             return
         try:
-            await self.store.update_status({**queue, "status": wanted, "metadata": {
-                k: v for k, v in queue["metadata"].items() if k != "resourceVersion"}})
+            # With the cached resourceVersion: the API server refuses an update of a custom resource
+            # without one. A conflict means the cache is behind; the next cycle writes from the newer copy.
+            await self.store.update_status({**queue, "status": wanted})
         except NotFoundError:
+            return
+        except ConflictError:
+            self._deferred_status()
             return
         self._status_written[key] = now
 
