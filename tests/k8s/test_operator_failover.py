@@ -25,7 +25,8 @@ import pytest
 from tests.k8s.cluster import REPO_ROOT, KubeCluster, wait_until
 from tests.k8s.operator_probe import assert_one_actor_at_a_time, parse_log
 
-LEASE_DURATION = 15.0
+LEASE_DURATION = 12.0  # the operator's default
+FAILOVER_BOUND = 15.0  # what the operator promises: a dead leader is replaced within 15 s
 # Slack for a loaded 2-core machine: wake-up latency of the standby and two API round trips.
 SCHEDULING_SLACK = 3.0
 
@@ -137,7 +138,7 @@ def test_exactly_one_leads_and_the_standby_takes_over_after_the_leader_is_killed
         # Not before the Lease ran out (no stealing), and not much later than that.
         assert acquired - last_renew >= LEASE_DURATION - 0.5, (acquired, last_renew)
         assert acquired - last_renew <= LEASE_DURATION + SCHEDULING_SLACK, (acquired, last_renew)
-        assert acquired - killed_at <= LEASE_DURATION + SCHEDULING_SLACK
+        assert acquired - killed_at <= FAILOVER_BOUND
         print(f"takeover {acquired - killed_at:.2f}s after SIGKILL, {acquired - last_renew:.2f}s after the "
               f"last renewal")
 

@@ -12,7 +12,7 @@ moment it last saw the Lease record change (``observed``). The Lease is free onc
 if no renewal has succeeded within ``renew_deadline`` of the moment it *sent* the last successful one, it
 has lost leadership and must stop acting at once. Because a follower can only have seen that renewal after
 it was sent, the follower waits at least ``lease_duration`` from a point after the leader's deadline
-started: a leader stops ``lease_duration - renew_deadline`` (5 s with the defaults) before anyone else can
+started: a leader stops ``lease_duration - renew_deadline`` (4 s with the defaults) before anyone else can
 take over. Every wait of the renew loop and every renewal request is bounded by the deadline, so the loop
 itself is the watchdog; ``LeaderElector.is_leader`` also compares against the deadline, for work that wants
 to check just before it acts.
@@ -66,8 +66,10 @@ class LeaderElectionConfig:
     namespace: str
     name: str
     identity: str
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
+    # Shorter than client-go's 15/10/2 so that a dead leader is replaced within 15 s even when
+    # it died just after renewing (takeover = lease_duration after the last renewal + a little).
+    lease_duration: float = 12.0
+    renew_deadline: float = 8.0
     retry_period: float = 2.0
 
     def __post_init__(self) -> None:

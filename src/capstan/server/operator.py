@@ -75,8 +75,8 @@ class OperatorSettings:
     metrics_port: int = 8080  # 0: a free port; negative: no health/metrics server
     install_crds: bool = False
     leader_elect: bool = True
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
+    lease_duration: float = 12.0
+    renew_deadline: float = 8.0
     retry_period: float = 2.0
     controllers: tuple[ControllerSpec, ...] = field(default=OPERATOR_CONTROLLERS)
     webhook_port: int = -1
