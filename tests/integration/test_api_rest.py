@@ -163,8 +163,8 @@ def test_invalid_objects_get_422_with_causes(api: RunningApi) -> None:
     status = response.json()
     assert status["reason"] == "Invalid"
     assert status["details"]["kind"] == "Deployment" and status["details"]["name"] == "web"
-    assert {"field": "spec.replicas", "reason": "int_parsing",
-            "message": "Input should be a valid integer, unable to parse string as an integer"} in (
+    assert {"field": "spec.replicas", "reason": "FieldValueTypeInvalid",
+            "message": 'Invalid value: "string": spec.replicas in body must be of type integer: "string"'} in (
         status["details"]["causes"])
     with pytest.raises(InvalidError) as caught:
         api.client().create(deployment("web", replicas=-1))

@@ -197,8 +197,8 @@ async def test_apply_time_rejections_name_the_field(tmp_path: Path) -> None:
         await c.store.create(deployment("web"))
         with pytest.raises(InvalidError) as bounds:
             await c.store.create(scaled_object("bounds", "web", [trigger("x")], minReplicaCount=5, maxReplicaCount=3))
-        assert ("spec.minReplicaCount: minReplicaCount (5) must not be greater than maxReplicaCount (3)"
-                in bounds.value.message)
+        assert ("spec.minReplicaCount: Invalid value: minReplicaCount (5) must not be greater than "
+                "maxReplicaCount (3)" in bounds.value.message)
         with pytest.raises(InvalidError) as formula:
             await c.store.create(scaled_object("formula", "web", [trigger("x")], advanced={
                 "scalingModifiers": {"formula": "x +", "target": "2"}}))

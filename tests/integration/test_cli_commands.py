@@ -191,8 +191,8 @@ def test_bad_yaml_names_file_and_line(server: Server, tmp_path: Path) -> None:
 
 def test_wrong_type_is_reported_with_document_kind_name_and_field(server: Server, tmp_path: Path) -> None:
     path = manifest(tmp_path, "bad.yaml", configmap("fine", {}), deployment("web", replicas="three"))
-    expect_rejected(server, path, f'{path}: document 2 (Deployment "web"): spec.replicas: Input should be a '
-                                  f"valid integer, unable to parse string as an integer")
+    expect_rejected(server, path, f'{path}: document 2 (Deployment "web"): spec.replicas: Invalid value: "string": '
+                                  'spec.replicas in body must be of type integer: "string"')
     assert not_found(server, "configmap", "fine")
 
 
