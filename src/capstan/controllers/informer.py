@@ -50,6 +50,9 @@ class Informer:
         self.resync_period = resync_period
         self.retry_delay = retry_delay
         self._cache: dict[CacheKey, Obj] = {}
+        # The same objects per namespace, so that a namespaced list costs what it returns, not the
+        # size of the whole cache (controllers list one namespace's objects on hot paths).
+        self._by_namespace: dict[str, dict[CacheKey, Obj]] = {}
         self._handlers: list[Handler] = []
         self._synced = asyncio.Event()
         self._resource_version: str | None = None
@@ -60,9 +63,11 @@ class Informer:
         return self._cache.get((namespace or "", name))
 
     def list(self, namespace: str | None = None, selector: LabelSelector | None = None) -> list[Obj]:
-        items: Iterable[Obj] = self._cache.values()
+        items: Iterable[Obj]
         if namespace is not None:
-            items = (o for o in items if (o["metadata"].get("namespace") or "") == namespace)
+            items = self._by_namespace.get(namespace, {}).values()
+        else:
+            items = self._cache.values()
         if selector is not None and not selector.empty:
             items = (o for o in items if selector.matches(o["metadata"].get("labels")))
         return list(items)
@@ -106,11 +111,11 @@ class Informer:
         fresh = {cache_key(obj): obj for obj in result.items}
         for key, old in list(self._cache.items()):
             if key not in fresh:
-                del self._cache[key]
+                self._forget(key)
                 self._emit("DELETED", old, old)
         for key, obj in fresh.items():
             old_obj = self._cache.get(key)
-            self._cache[key] = obj
+            self._remember(key, obj)
             if old_obj is None:
                 self._emit("ADDED", obj, None)
             elif _rv(old_obj) != _rv(obj):
@@ -153,11 +158,24 @@ class Informer:
         key = cache_key(obj)
         old = self._cache.get(key)
         if event_type == "DELETED":
-            self._cache.pop(key, None)
+            self._forget(key)
             self._emit("DELETED", obj, old)
             return
-        self._cache[key] = obj
+        self._remember(key, obj)
         self._emit("ADDED" if old is None else "MODIFIED", obj, old)
+
+    def _remember(self, key: CacheKey, obj: Obj) -> None:
+        self._cache[key] = obj
+        self._by_namespace.setdefault(key[0], {})[key] = obj
+
+    def _forget(self, key: CacheKey) -> None:
+        if self._cache.pop(key, None) is None:
+            return
+        members = self._by_namespace.get(key[0])
+        if members is not None:
+            members.pop(key, None)
+            if not members:
+                del self._by_namespace[key[0]]
 
     def _emit(self, change: ChangeType, obj: Obj, old: Obj | None) -> None:
         for handler in self._handlers:

@@ -111,6 +111,10 @@ class JobIntegration(Controller):
         self.priorities = informers.informer(self.priority_rt)
         self.watch(self.jobs, predicate=lambda _c, obj, _o: is_queued_job(obj))
         self.watch(self.workloads, self._job_of_workload)
+        # (namespace, Job name) -> names of the Workloads a Job of that name controls (any uid):
+        # finding orphans costs what they are, not a scan of the namespace's Workloads.
+        self._workloads_of_job: dict[ObjectKey, set[str]] = {}
+        self.workloads.add_handler(self._index_workload)
         self.watch(self.pods, self._job_of_pod, predicate=lambda change, obj, _o: change == "DELETED"
                    or pod_is_finished(obj) or bool(obj["metadata"].get("deletionTimestamp")))
 
@@ -119,6 +123,19 @@ class JobIntegration(Controller):
         meta = workload["metadata"]
         return [(meta.get("namespace") or "", ref["name"]) for ref in meta.get("ownerReferences") or []
                 if ref.get("kind") == "Job" and ref.get("controller")]
+
+    def _index_workload(self, change: str, workload: Obj, old: Obj | None) -> None:
+        name = workload["metadata"]["name"]
+        if old is not None:
+            for key in self._job_of_workload(old):
+                owned = self._workloads_of_job.get(key)
+                if owned is not None:
+                    owned.discard(name)
+                    if not owned:
+                        del self._workloads_of_job[key]
+        if change != "DELETED":
+            for key in self._job_of_workload(workload):
+                self._workloads_of_job.setdefault(key, set()).add(name)
 
     def _job_of_pod(self, pod: Obj) -> list[ObjectKey]:
         meta = pod["metadata"]
@@ -175,7 +192,8 @@ class JobIntegration(Controller):
         """Workloads of an earlier Job of this name (or of one that is gone): the garbage collector's job,
         done here at once so that their quota is never held by nothing."""
         uid = job["metadata"]["uid"] if job is not None else None
-        for workload in self.workloads.list(namespace):
+        owned = (self.workloads.get(n, namespace) for n in sorted(self._workloads_of_job.get((namespace, name), ())))
+        for workload in [w for w in owned if w is not None]:
             for ref in workload["metadata"].get("ownerReferences") or []:
                 if ref.get("kind") == "Job" and ref.get("controller") and ref.get("name") == name \
                         and ref.get("uid") != uid:
