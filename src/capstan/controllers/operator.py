@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from capstan.controllers.autoscaling import AutoscalingOptions, add_autoscaling
+from capstan.controllers.autoscaling.pod_metrics import kube_pod_metrics
 from capstan.controllers.autoscaling.triggers import AuthOptions
 from capstan.controllers.batch import AdmissionOptions, add_batch_controllers
 from capstan.controllers.events import EventRecorder
@@ -50,9 +51,9 @@ class OperatorContext:
         return EventRecorder(self.store, component)
 
     def autoscaling_options(self) -> AutoscalingOptions:
-        # No filePath authentication (no shared directory) and no pod metrics source yet: cpu and memory
-        # triggers report an error on Kubernetes until a metrics.k8s.io source is wired in.
-        return AutoscalingOptions(auth=AuthOptions(cluster_object_namespace=self.options.namespace))
+        # No filePath authentication (no shared directory); cpu and memory triggers read metrics.k8s.io.
+        return AutoscalingOptions(auth=AuthOptions(cluster_object_namespace=self.options.namespace),
+                                  pod_metrics=kube_pod_metrics(self.store))
 
 
 ControllerFactory = Callable[[OperatorContext], object]

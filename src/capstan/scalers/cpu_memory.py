@@ -107,6 +107,8 @@ class CpuMemoryScaler(Scaler):
         except TimeoutError as exc:
             raise ScalerError(f"{self.config.label}: pod metrics did not answer within "
                               f"{self.config.timeout_seconds:g}s") from exc
+        except ScalerError as exc:  # the source's own words (e.g. no metrics API), named for this trigger
+            raise ScalerError(f"{self.config.label}: {exc}") from exc
         try:
             if self.metric_type == "Utilization":
                 value = utilization_percent(self.resource, pods)
