@@ -227,8 +227,10 @@ async def test_invalid_deployment_messages_compared_with_the_embedded_store(stor
         with pytest.raises(InvalidError) as on_sqlite:
             await embedded.create(bad_deployment(ns))
         mine = on_sqlite.value
+        # The same words as the API server's first cause (its Go validation of built-in kinds).
         assert str(mine) == ('Deployment "bad" is invalid: spec.replicas: '
-                             "Input should be greater than or equal to 0")
+                             "Invalid value: -1: must be greater than or equal to 0")
+        assert [(c.field, c.reason, c.message) for c in mine.causes] == KUBE_CAUSES[:1]
         assert [c.field for c in mine.causes] == ["spec.replicas"]
         assert {c.field for c in mine.causes} <= {c.field for c in kube.causes}
         # What only Kubernetes rejects: the embedded store accepts each of these problems on its own.

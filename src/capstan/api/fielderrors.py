@@ -111,9 +111,13 @@ def not_supported(path: str, value: Any, supported: Sequence[str]) -> Cause:
     return Cause(path, NOT_SUPPORTED, f"Unsupported value: {shown(value)}: supported values: {listed}")
 
 
-def causes_from_errors(errors: Sequence[ErrorDetails]) -> list[Cause]:
+def causes_from_errors(errors: Sequence[ErrorDetails], *, builtin: bool = False) -> list[Cause]:
     """The API server's causes for pydantic's errors, in pydantic's order. The several type errors a union
-    reports for one field become one cause naming every type, as for ``x-kubernetes-int-or-string``."""
+    reports for one field become one cause naming every type, as for ``x-kubernetes-int-or-string``.
+
+    ``builtin``: the object is of a kind Kubernetes validates in Go (Deployment, Pod, ...), whose bounds
+    read ``Invalid value: -1: must be greater than or equal to 0``, without the OpenAPI validator's
+    ``<path> in body should be``."""
     causes: list[Cause] = []
     type_errors: dict[str, tuple[int, Any, list[str]]] = {}
     for error in errors:
@@ -127,7 +131,7 @@ def causes_from_errors(errors: Sequence[ErrorDetails]) -> list[Cause]:
             type_errors[path] = (len(causes), error["input"], [expected])
             causes.append(Cause(path, TYPE_INVALID, ""))  # filled in below, once every union member is seen
             continue
-        cause = _cause(path, error)
+        cause = _cause(path, error, builtin)
         if cause not in causes:
             causes.append(cause)
     for path, (index, value, expected_types) in type_errors.items():
@@ -135,7 +139,7 @@ def causes_from_errors(errors: Sequence[ErrorDetails]) -> list[Cause]:
     return causes
 
 
-def _cause(path: str, error: ErrorDetails) -> Cause:
+def _cause(path: str, error: ErrorDetails, builtin: bool) -> Cause:
     kind, value, ctx = error["type"], error["input"], error.get("ctx") or {}
     if kind.startswith("FieldValue"):
         return Cause(path, kind, error["msg"])  # the models' own rules, already in Kubernetes' words
@@ -143,6 +147,8 @@ def _cause(path: str, error: ErrorDetails) -> Cause:
         return Cause(path, REQUIRED, "Required value")
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
+        if builtin:
+            return invalid(path, value, f"must be {words} {shown(ctx[key])}")
         return invalid(path, value, f"{path} in body should be {words} {shown(ctx[key])}")
     if kind == "string_too_short":
         return invalid(path, value, f"{path} in body should be at least {ctx['min_length']} chars long")

@@ -63,16 +63,22 @@ class ResourceType:
             return self.model.model_validate(obj)
         except ValidationError as exc:
             name = (obj.get("metadata") or {}).get("name") or ""
-            raise InvalidError.from_causes(self.kind, name, causes_from_validation(exc)) from exc
+            causes = causes_from_validation(exc, builtin=self.group in BUILTIN_GROUPS)
+            raise InvalidError.from_causes(self.kind, name, causes) from exc
 
     def normalize(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Validate, apply defaults and return the canonical wire form."""
         return self.validate(obj).to_wire()
 
 
-def causes_from_validation(exc: ValidationError) -> list[Cause]:
-    """The causes the Kubernetes API server reports for the same failures (see capstan.api.fielderrors)."""
-    return causes_from_errors(exc.errors())
+BUILTIN_GROUPS = frozenset({"", "apps", "batch", "coordination.k8s.io"})
+"""Groups of the kinds Kubernetes itself serves (validated by its Go code, not by an OpenAPI schema)."""
+
+
+def causes_from_validation(exc: ValidationError, *, builtin: bool = False) -> list[Cause]:
+    """The causes the Kubernetes API server reports for the same failures (see capstan.api.fielderrors);
+    ``builtin``: in the words of its Go validation of built-in kinds, where they differ from a CRD's."""
+    return causes_from_errors(exc.errors(), builtin=builtin)
 
 
 class Registry:
