@@ -351,10 +351,13 @@ async def test_a_job_naming_a_missing_local_queue_stays_suspended_with_a_clear_c
         await eventually(lambda: admitted(b, "lost"), what="admission once the LocalQueue exists")
 
 
-async def test_unknown_flavor_makes_the_cluster_queue_inactive(tmp_path: Path) -> None:
+async def test_a_deleted_flavor_makes_the_cluster_queue_inactive(tmp_path: Path) -> None:
+    # A queue naming a missing flavor is refused at create (test_batch_validation.py); deleting the
+    # flavor afterwards leaves the queue inactive, as in Kueue.
     async with batch(tmp_path) as b:
-        await setup(b.store, cluster_queue("cq", "2", flavor_name="gpu-a100"), local_queue("lq", "cq"))
-        await b.store.create(job("w", "lq"))
+        await setup(b.store, flavor("gpu-a100"), cluster_queue("cq", "2", flavor_name="gpu-a100"),
+                    local_queue("lq", "cq"))
+        await b.store.delete(b.store.registry.lookup("resourceflavors.kueue.x-k8s.io"), "gpu-a100")
         cqs = b.store.registry.lookup("clusterqueues.kueue.x-k8s.io")
 
         async def inactive() -> dict[str, Any] | None:
@@ -363,6 +366,7 @@ async def test_unknown_flavor_makes_the_cluster_queue_inactive(tmp_path: Path) -
         active = await eventually(inactive, what="the Active=False condition")
         assert active["reason"] == "FlavorNotFound"
         assert 'ResourceFlavor "gpu-a100" not found (spec.resourceGroups[0].flavors[0].name)' in active["message"]
+        await b.store.create(job("w", "lq"))
 
         async def misconfigured() -> dict[str, Any] | None:
             found = reserved(await b.workload_of("w"))
