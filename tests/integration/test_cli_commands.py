@@ -136,15 +136,16 @@ def test_version(server: Server) -> None:
 
 def test_apply_creates_configures_and_leaves_unchanged(server: Server, tmp_path: Path) -> None:
     path = manifest(tmp_path, "app.yaml", deployment("applied", labels={"team": "a"}), configmap("applied", {"k": "1"}))
+    # Written in kind order, ConfigMaps before workloads (test_cli_apply_order.py).
     assert server.cli("apply", "-f", str(path)).stdout == (
-        "deployment.apps/applied created\nconfigmap/applied created\n")
+        "configmap/applied created\ndeployment.apps/applied created\n")
     assert server.cli("apply", "-f", str(path)).stdout == (
-        "deployment.apps/applied unchanged\nconfigmap/applied unchanged\n")
+        "configmap/applied unchanged\ndeployment.apps/applied unchanged\n")
     server.cli("scale", "deployment/applied", "--replicas", "0")  # a no-op scale keeps it unchanged
     changed = manifest(tmp_path, "app2.yaml", deployment("applied", labels={"tier": "b"}),
                        configmap("applied", {"k": "2"}))
     assert server.cli("apply", "-f", str(changed)).stdout == (
-        "deployment.apps/applied configured\nconfigmap/applied configured\n")
+        "configmap/applied configured\ndeployment.apps/applied configured\n")
     assert server.get_json("configmap", "applied")["data"] == {"k": "2"}
     # Labels from the manifest merge with the ones already there.
     assert server.get_json("deploy", "applied")["metadata"]["labels"] == {"team": "a", "tier": "b"}

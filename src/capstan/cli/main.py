@@ -217,8 +217,7 @@ def apply(
     if not documents:
         raise CliError("no objects passed to apply")
     with _client(ctx, server, token, data_dir) as client:
-        validate_all(documents, client, namespace)
-        for doc in documents:
+        for doc in validate_all(documents, client, namespace):  # in dependency order (APPLY_ORDER)
             assert doc.rt is not None
             written, outcome = apply_document(doc, client)
             typer.echo(f"{printers.resource_ref(doc.rt, written['metadata']['name'])} {outcome}")

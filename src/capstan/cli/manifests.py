@@ -2,7 +2,15 @@
 
 ``apply`` is all-or-nothing as far as validation goes: every document is checked (YAML syntax,
 shape, known kind, schema, then a server-side dry run) before anything is written. Only when
-all pass are the objects created or updated, in document order.
+all pass are the objects created or updated.
+
+Objects are dry-run and written in a dependency-safe kind order (``APPLY_ORDER``, like Helm's install
+order), whatever the order of the documents: Namespaces first, then ResourceFlavors before the
+ClusterQueues that name them, ..., ScaledObjects after the workloads they scale. A dry run cannot see
+what the same apply creates before it, so a dry-run failure that only says "not found" of a Namespace,
+ResourceFlavor or WorkloadPriorityClass that an earlier document of this apply creates is not a
+problem (the fields that name such objects: ``capstan.controllers.batch.validation.required_references``).
+Problems are reported in document order.
 """
 
 from __future__ import annotations
@@ -16,13 +24,34 @@ from typing import Any, Literal
 
 import yaml
 
-from capstan.api.errors import ApiError, ConflictError, InvalidError, NotFoundError
+from capstan.api.errors import ApiError, Cause, ConflictError, InvalidError, NotFoundError
 from capstan.api.registry import Registry, ResourceType
 from capstan.cli.client import ApiClient
 
 Obj = dict[str, Any]
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 Outcome = Literal["created", "configured", "unchanged"]
+
+APPLY_ORDER: tuple[tuple[str, str], ...] = (
+    ("", "Namespace"),
+    ("kueue.x-k8s.io", "ResourceFlavor"),
+    ("kueue.x-k8s.io", "Cohort"),
+    ("kueue.x-k8s.io", "WorkloadPriorityClass"),
+    ("kueue.x-k8s.io", "ClusterQueue"),
+    ("kueue.x-k8s.io", "LocalQueue"),
+    ("", "Secret"),
+    ("", "ConfigMap"),
+    ("keda.sh", "ClusterTriggerAuthentication"),
+    ("keda.sh", "TriggerAuthentication"),
+    ("apps", "Deployment"),
+    ("batch", "Job"),
+    ("", "Pod"),
+    ("keda.sh", "ScaledObject"),
+    ("keda.sh", "ScaledJob"),
+)
+"""(group, kind) in the order ``apply`` writes them: what others name comes before them. Kinds not
+listed come last, in document order (as Helm installs unknown kinds)."""
+_RANK = {key: rank for rank, key in enumerate(APPLY_ORDER)}
 
 
 class ManifestError(Exception):
@@ -116,9 +145,13 @@ def read_documents(paths: Iterable[str]) -> list[Document]:
 
 # ---- validation ---------------------------------------------------------------------------------
 
+def _describe_cause(cause: Cause) -> str:
+    return f"{cause.field}: {cause.message}" if cause.field else cause.message
+
+
 def _describe_causes(error: ApiError) -> list[str]:
     if isinstance(error, InvalidError) and error.causes:
-        return [f"{c.field}: {c.message}" if c.field else c.message for c in error.causes]
+        return [_describe_cause(c) for c in error.causes]
     return [error.message]
 
 
@@ -189,11 +222,44 @@ def _comparable(obj: Obj) -> Obj:
     return trimmed
 
 
-def _namespaces_created_by(documents: list[Document]) -> set[str]:
-    return {doc.name for doc in documents if doc.rt is not None and doc.rt.kind == "Namespace" and doc.rt.group == ""}
+def apply_rank(rt: ResourceType) -> int:
+    """Where objects of this kind come in ``APPLY_ORDER`` (unlisted kinds after all listed ones)."""
+    return _RANK.get((rt.group, rt.kind), len(APPLY_ORDER))
 
 
-def dry_run(doc: Document, client: ApiClient, batch_namespaces: set[str]) -> None:
+def in_apply_order(documents: list[Document]) -> list[Document]:
+    """The documents sorted by kind as ``APPLY_ORDER`` says; document order within a kind."""
+    return sorted(documents, key=lambda doc: apply_rank(doc.rt) if doc.rt is not None else len(APPLY_ORDER))
+
+
+@dataclass
+class ApplyBatch:
+    """What the documents of one apply create or update, for the dry runs of those that name them."""
+
+    namespaces: set[str]
+    cluster_objects: set[tuple[str, str]]  # (kind, name) of cluster-scoped objects
+
+    @classmethod
+    def of(cls, documents: list[Document]) -> ApplyBatch:
+        named = [doc for doc in documents if doc.rt is not None and doc.name]
+        return cls(namespaces={doc.name for doc in named if doc.rt is not None and doc.rt.group == ""
+                               and doc.rt.kind == "Namespace"},
+                   cluster_objects={(doc.rt.kind, doc.name) for doc in named if doc.rt is not None
+                                    and not doc.rt.namespaced})
+
+
+def _unresolved_causes(doc: Document, error: InvalidError, batch: ApplyBatch) -> list[Cause]:
+    """The causes of a dry-run failure, but for "not found" of an object this apply creates before ``doc``
+    (its kind comes earlier in ``APPLY_ORDER``; the server cannot see it yet)."""
+    # Imported here: the controllers package costs every other command a third of a second to load.
+    from capstan.controllers.batch.validation import NOT_FOUND, required_references
+
+    references = required_references(doc.obj)
+    return [cause for cause in error.causes
+            if not (cause.reason == NOT_FOUND and references.get(cause.field) in batch.cluster_objects)]
+
+
+def dry_run(doc: Document, client: ApiClient, batch: ApplyBatch) -> None:
     """Ask the server whether the write would succeed, without writing."""
     assert doc.rt is not None
     meta = doc.obj["metadata"]
@@ -208,27 +274,35 @@ def dry_run(doc: Document, client: ApiClient, batch_namespaces: set[str]) -> Non
         else:
             doc.dry_run_result = client.create(doc.obj, dry_run=True)
     except NotFoundError as exc:
-        if exc.kind == "namespaces" and exc.name in batch_namespaces:
+        if exc.kind == "namespaces" and exc.name in batch.namespaces:
             return  # its namespace comes earlier in this same apply
         doc.fail(exc.message)
+    except InvalidError as exc:
+        if not exc.causes:
+            doc.fail(exc.message)
+        for cause in _unresolved_causes(doc, exc, batch):  # none left: valid once its references exist
+            doc.fail(_describe_cause(cause))
     except ApiError as exc:
         for message in _describe_causes(exc):
             doc.fail(message)
 
 
-def validate_all(documents: list[Document], client: ApiClient, namespace: str | None) -> None:
-    """Raise ManifestError listing every problem of every document, or return when all pass."""
+def validate_all(documents: list[Document], client: ApiClient, namespace: str | None) -> list[Document]:
+    """Raise ManifestError listing every problem of every document (in document order), or return the
+    documents in the order to write them (``in_apply_order``) when all pass."""
     for doc in documents:
         check_shape(doc, client.registry, namespace)
     problems = [p for doc in documents for p in doc.problems]
     if problems:
         raise ManifestError(problems)
-    batch_namespaces = _namespaces_created_by(documents)
-    for doc in documents:
-        dry_run(doc, client, batch_namespaces)
+    ordered = in_apply_order(documents)
+    batch = ApplyBatch.of(documents)
+    for doc in ordered:
+        dry_run(doc, client, batch)
     problems = [p for doc in documents for p in doc.problems]
     if problems:
         raise ManifestError(problems)
+    return ordered
 
 
 # ---- applying -----------------------------------------------------------------------------------
