@@ -19,6 +19,7 @@ from capstan.controllers.batch.validation import (
     missing_flavor_causes,
     required_references,
 )
+from capstan.server.webhook import AdmissionWebhook, capstan_admission_hooks
 from capstan.store.base import Obj, Store
 
 KUEUE = "kueue.x-k8s.io/v1beta1"
@@ -164,3 +165,27 @@ def test_required_references_name_the_fields_the_validators_check() -> None:
         "metadata.labels[kueue.x-k8s.io/priority-class]": ("WorkloadPriorityClass", "urgent")}
     unqueued = {**job, "metadata": {"name": "j", "labels": {"kueue.x-k8s.io/priority-class": "urgent"}}}
     assert required_references(unqueued) == {}
+
+
+async def test_the_kubernetes_webhook_denies_it_with_the_same_cause(store: Store) -> None:
+    # The webhook's hooks are the ones install_admission_hooks registers, reading flavors from its store.
+    await store.create(flavor("on-demand"))
+    webhook = AdmissionWebhook(capstan_admission_hooks(store))
+
+    def review(operation: str, obj: Obj, old: Obj | None = None) -> dict[str, Any]:
+        return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u-1", "kind": {"group": "kueue.x-k8s.io", "version": "v1beta1", "kind": "ClusterQueue"},
+            "operation": operation, "object": obj, "oldObject": old}}
+
+    answer = await webhook.review(review("CREATE", cluster_queue("cq", "on-demand", "spot")), mutating=False)
+    assert answer["response"]["allowed"] is False
+    status = answer["response"]["status"]
+    assert (status["code"], status["message"]) == (422, 'ClusterQueue "cq" is invalid: '
+                                                   'spec.resourceGroups[0].flavors[1].name: Not found: "spot": '
+                                                   'no ResourceFlavor named "spot"')
+    assert status["details"]["causes"] == [{"field": "spec.resourceGroups[0].flavors[1].name",
+                                            "reason": "FieldValueNotFound",
+                                            "message": 'Not found: "spot": no ResourceFlavor named "spot"'}]
+    unchanged = cluster_queue("cq", "spot")
+    answer = await webhook.review(review("UPDATE", unchanged, unchanged), mutating=False)
+    assert answer["response"]["allowed"] is True
