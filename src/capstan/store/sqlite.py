@@ -42,6 +42,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import orjson
+
 from capstan.api.errors import BadRequestError, Cause, ForbiddenError, GoneError, InvalidError
 from capstan.api.patch import merge_patch
 from capstan.api.registry import Registry, ResourceType
@@ -114,7 +116,20 @@ _GENERATE_NAME_ATTEMPTS = 8
 
 
 def _dumps(obj: Obj) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON text. orjson is several times faster than json on the write path; anything it
+    refuses (integers beyond 64 bits, non-string keys) is written by json as before."""
+    try:
+        return orjson.dumps(obj).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _loads(body: str) -> Any:
+    """Parse stored JSON text (orjson, falling back to json for what only json reads, e.g. NaN)."""
+    try:
+        return orjson.loads(body)
+    except ValueError:  # orjson.JSONDecodeError is a ValueError
+        return json.loads(body)
 
 
 def _owner_uids(obj: Obj) -> list[str]:
@@ -226,7 +241,7 @@ class SqliteStore(Store):
         last: tuple[str, str] | None = None
         more = False
         for row_namespace, row_name, body in rows:
-            obj = json.loads(body)
+            obj = _loads(body)
             if not (labels.matches((obj["metadata"]).get("labels")) and fields.matches(obj)):
                 continue
             if limit > 0 and len(items) >= limit:
@@ -433,7 +448,7 @@ class SqliteStore(Store):
                 "SELECT type, namespace, body FROM events WHERE kind = ? AND rv > ? ORDER BY rv", (key, start))
         events = []
         for event_type, row_namespace, body in rows:
-            obj = json.loads(body)
+            obj = _loads(body)
             if watcher.matches(row_namespace, obj):
                 events.append((str(event_type), obj))
         return events
@@ -496,10 +511,11 @@ class SqliteStore(Store):
             return updated
 
     def _prepare_create(self, rt: ResourceType, obj: Obj) -> Obj:
-        candidate = copy.deepcopy(obj)
+        # Shallow copies suffice: only metadata is edited before normalizing, which builds a new
+        # object sharing nothing with its input (pydantic's JSON-mode dump).
+        candidate = dict(obj)
         meta = candidate.get("metadata")
-        if not isinstance(meta, dict):
-            meta = candidate["metadata"] = {}
+        meta = candidate["metadata"] = dict(meta) if isinstance(meta, dict) else {}
         if meta.get("resourceVersion"):
             raise BadRequestError("resourceVersion should not be set on objects to be created")
         if rt.namespaced:
@@ -536,7 +552,7 @@ class SqliteStore(Store):
         raise already_exists(rt, meta["name"])
 
     def _with_status(self, rt: ResourceType, current: Obj, status: Any) -> Obj:
-        updated = copy.deepcopy(current)
+        updated = dict(current)  # normalizing below builds a new object: no deep copy needed
         if status is None:
             updated.pop("status", None)
         else:
@@ -774,7 +790,7 @@ class SqliteStore(Store):
     def _load(self, kind: str, namespace: str, name: str) -> Obj | None:
         row = self._conn.execute("SELECT body FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
                                  (kind, namespace, name)).fetchone()
-        return json.loads(row[0]) if row else None
+        return _loads(row[0]) if row else None
 
     def _load_or_404(self, rt: ResourceType, namespace: str, name: str) -> Obj:
         found = self._load(kind_key(rt), namespace, name)
@@ -784,13 +800,13 @@ class SqliteStore(Store):
 
     def _load_uid(self, uid: str) -> Obj | None:
         row = self._conn.execute("SELECT body FROM objects WHERE uid = ?", (uid,)).fetchone()
-        return json.loads(row[0]) if row else None
+        return _loads(row[0]) if row else None
 
     def _dependents(self, owner_uid: str) -> _Objs:
         rows = self._conn.execute(
             "SELECT o.body FROM owner_refs r JOIN objects o ON o.uid = r.dependent_uid WHERE r.owner_uid = ? "
             "ORDER BY o.namespace, o.name", (owner_uid,)).fetchall()
-        return [json.loads(body) for (body,) in rows]
+        return [_loads(body) for (body,) in rows]
 
     def _scalar(self, sql: str, params: _Params | tuple[Any, ...] = ()) -> int:
         row = self._conn.execute(sql, params).fetchone()
