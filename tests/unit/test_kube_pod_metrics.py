@@ -3,6 +3,7 @@ turned into the trigger's clear error. The API server is played by an httpx Mock
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,9 +17,18 @@ from capstan.controllers.autoscaling.pod_metrics import (
     kube_pod_metrics,
     usage_of,
 )
+from capstan.core.autoscaling.keda import (
+    PauseState,
+    ScaledObjectSettings,
+    ScaledObjectState,
+    TriggerReading,
+    decide_scaled_object,
+)
 from capstan.scalers.base import PodUsage, ScalerConfig, ScalerError
 from capstan.scalers.cpu_memory import CpuMemoryScaler
 from capstan.store.kube import KubeStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def pod(name: str, *, phase: str = "Running", ready: bool = True, deleting: bool = False,
@@ -155,3 +165,22 @@ async def test_a_registered_but_unavailable_metrics_api_says_so() -> None:
 
 def test_only_a_kubernetes_store_has_a_metrics_api() -> None:
     assert kube_pod_metrics(object()) is None  # type: ignore[arg-type]
+
+
+# ---- what the ScaledObject says ------------------------------------------------------------------
+
+
+def _ready_after(readings: tuple[TriggerReading, ...]) -> tuple[str, str, str]:
+    decision = decide_scaled_object(ScaledObjectSettings(min_replicas=1, max_replicas=5), PauseState(), readings,
+                                    ScaledObjectState(2, created_at=T0), T0)
+    ready = next(c for c in decision.conditions if c.type == "Ready")
+    return ready.status, ready.reason, ready.message
+
+
+def test_a_lone_failing_cpu_trigger_is_not_ready_although_cpu_counts_as_active() -> None:
+    failing = TriggerReading("s0-cpu", target=50, metric_type="Utilization", trigger_type="cpu",
+                             error=f"cpu trigger (triggers[0]): {NOT_SERVED}")
+    assert _ready_after((failing,)) == (
+        "False", "TriggerError", f"triggers failed: s0-cpu: cpu trigger (triggers[0]): {NOT_SERVED}")
+    reading = TriggerReading("s1-memory", 30.0, 50, metric_type="Utilization", trigger_type="memory")
+    assert _ready_after((failing, reading))[:2] == ("Unknown", "PartialTriggerError")

@@ -526,7 +526,9 @@ class _Context:
         ev = self.evaluation
         if ev.is_error and not ev.fallback_active:
             errors = "; ".join(ev.errors) or "the composite metric has no value"
-            if ev.is_active:
+            # Partial only while a trigger still reads: cpu/memory triggers count as active even when their
+            # only read failed, and then every trigger has failed.
+            if ev.is_active and any(h.status == "Happy" for h in ev.health.values()):
                 ready = ConditionUpdate("Ready", "Unknown", "PartialTriggerError", f"some triggers failed: {errors}")
             else:
                 ready = ConditionUpdate("Ready", "False", "TriggerError", f"triggers failed: {errors}")
