@@ -5,6 +5,10 @@ passes never overlap). A pass places the pending pods in priority-then-age order
 node's allocatable minus what bound, non-terminal pods request. Pods this scheduler bound but
 that the informer cache does not show bound yet are "assumed" and counted as used, as in
 kube-scheduler: a burst of pods never overcommits the node however fast it arrives.
+
+The pending pods and the requests of the pods on the node are kept up to date by an informer
+handler (each pod's requests parsed once per generation), so a pass costs what is pending, not
+the number of pods in the cache.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from capstan.core.scheduling import (
     plan_bindings,
     pod_is_gated,
     pod_is_terminal,
-    requested_on_node,
     unschedulable_message,
 )
 from capstan.core.scheduling.conditions import find_condition, set_condition
+from capstan.core.scheduling.resources import ResourceList, add, pod_requests
 from capstan.store.base import Obj, Store
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,13 @@ class Scheduler(Controller):
         self.nodes = informers.informer(store.registry.lookup("nodes"))
         self._key: ObjectKey = ("", node_name)
         self._assumed: dict[str, Obj] = {}  # uid -> pod as we bound it
+        # Kept by _track from the informer: per pod uid in the cache, whether it is bound (to any
+        # node); the pods waiting to be placed; the requests of non-terminal pods on our node.
+        self._bound: dict[str, bool] = {}
+        self._pending: dict[str, Obj] = {}
+        self._on_node: dict[str, ResourceList] = {}
+        self._requests: dict[str, tuple[object, ResourceList]] = {}  # uid -> (generation, requests)
+        self.pods.add_handler(self._track)
         self.watch(self.pods, lambda _obj: [self._key])
         self.watch(self.nodes, lambda obj: [self._key] if obj["metadata"]["name"] == node_name else [])
 
@@ -65,11 +76,13 @@ class Scheduler(Controller):
         node = self.nodes.get(self.node_name)
         if node is None:
             return None  # not registered yet; its creation triggers a pass
-        pods = self.pods.list()
-        self._forget_confirmed(pods)
-        bound = [p for p in pods if (p.get("spec") or {}).get("nodeName") == self.node_name]
-        used = requested_on_node([*bound, *self._assumed.values()], self.node_name)
-        pending = [p for p in pods if is_pending(p) and p["metadata"]["uid"] not in self._assumed]
+        self._forget_confirmed()
+        used: ResourceList = {}
+        for requests in self._on_node.values():
+            used = add(used, requests)
+        for uid, pod in self._assumed.items():
+            used = add(used, self._pod_requests(uid, pod))
+        pending = [p for uid, p in self._pending.items() if uid not in self._assumed]
         retry = False
         for placement in plan_bindings(pending, node, used):
             pod = dict(placement.pod)
@@ -79,12 +92,38 @@ class Scheduler(Controller):
                 await self._mark_unschedulable(pod, unschedulable_message([placement.result]))
         return Result(requeue_after=1.0) if retry else None
 
-    def _forget_confirmed(self, pods: list[Obj]) -> None:
+    def _track(self, change: str, pod: Obj, old: Obj | None) -> None:
+        uid = pod["metadata"]["uid"]
+        if change == "DELETED":
+            for index in (self._bound, self._pending, self._on_node, self._requests):
+                index.pop(uid, None)
+            return
+        node = (pod.get("spec") or {}).get("nodeName")
+        self._bound[uid] = bool(node)
+        if node == self.node_name and not pod_is_terminal(pod):
+            self._on_node[uid] = self._pod_requests(uid, pod)
+        else:
+            self._on_node.pop(uid, None)
+        if is_pending(pod):
+            self._pending[uid] = pod
+        else:
+            self._pending.pop(uid, None)
+
+    def _pod_requests(self, uid: str, pod: Obj) -> ResourceList:
+        """A pod's requests, parsed once per generation (requests are spec)."""
+        generation = pod["metadata"].get("generation")
+        cached = self._requests.get(uid)
+        if cached is not None and generation is not None and cached[0] == generation:
+            return cached[1]
+        requests = pod_requests(pod)
+        if uid in self._bound:  # only pods in the cache are remembered (their deletion forgets them)
+            self._requests[uid] = (generation, requests)
+        return requests
+
+    def _forget_confirmed(self) -> None:
         """Drop assumptions the cache now confirms (pod shows bound) or makes moot (pod gone)."""
-        by_uid = {p["metadata"]["uid"]: p for p in pods}
         for uid in list(self._assumed):
-            seen = by_uid.get(uid)
-            if seen is None or (seen.get("spec") or {}).get("nodeName"):
+            if self._bound.get(uid, True):
                 del self._assumed[uid]
 
     async def _bind(self, pod: Obj) -> bool:
