@@ -62,6 +62,18 @@ def admitted_so_far(metrics_url: str) -> int:
                    if line.startswith("kueue_admitted_workloads_total{")))
 
 
+async def sample(metrics_url: str, jobs: int, started: float, trajectory: list[tuple[float, int]]) -> None:
+    """Every second, until all are admitted: (seconds since the first create, Workloads admitted so far)."""
+    while True:
+        admitted = await asyncio.to_thread(admitted_so_far, metrics_url)
+        trajectory.append((time.monotonic() - started, admitted))
+        if admitted >= jobs:
+            return
+        if len(trajectory) % 15 == 0:
+            print(f"    t={trajectory[-1][0]:6.1f} s  admitted {admitted}", flush=True)
+        await asyncio.sleep(1.0)
+
+
 def report(trajectory: list[tuple[float, int]], jobs: int) -> None:
     """Admissions per second from the operator's counter, sampled each second since the first create."""
     first = next((t for t, n in trajectory if n > 0), trajectory[-1][0])
@@ -115,21 +127,14 @@ async def run(cluster: KubeCluster, workdir: Path, nodes: int, jobs: int, queues
             await asyncio.sleep(2)  # the operator's informers see the queues
             to_create = [queued_job(f"job-{i:05d}", namespace, f"lq-{i % queues}", labels={SCOPE_LABEL: scope},
                                     run_for=run_for) for i in range(jobs)]
+            trajectory: list[tuple[float, int]] = []
             started = time.monotonic()
+            sampler = asyncio.create_task(sample(operator.metrics_url, jobs, started, trajectory))
             await create_all(store, to_create, concurrency=32)
             created = time.monotonic() - started
             print(f"  {jobs} queued Jobs created in {created:.1f} s: {jobs / created:.0f} Jobs/s "
-                  "(each through the mutating and validating webhooks)")
-            trajectory: list[tuple[float, int]] = []
-            deadline = started + 3600
-            while True:
-                admitted = await asyncio.to_thread(admitted_so_far, operator.metrics_url)
-                trajectory.append((time.monotonic() - started, admitted))
-                if admitted >= jobs or time.monotonic() > deadline:
-                    break
-                if len(trajectory) % 10 == 0:
-                    print(f"    t={trajectory[-1][0]:6.1f} s  admitted {admitted}", flush=True)
-                await asyncio.sleep(1.0)
+                  "(each through the mutating and validating webhooks)", flush=True)
+            await asyncio.wait_for(sampler, 3600)
             report(trajectory, jobs)
             workloads = await list_all(store, "workloads.kueue.x-k8s.io", namespace)
             history = admissions(workloads)
