@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import time
 import uuid
@@ -299,4 +300,20 @@ async def test_install_crds_then_use_the_kind_like_a_builtin(cluster: StoreClust
     except ApiError as exc:  # pragma: no cover - a readable failure for a schema the server refuses
         raise AssertionError(f"{type(exc).__name__}: {exc}") from exc
     finally:
+        await crd_store.close()
+
+
+async def test_a_new_kind_can_be_listed_the_moment_install_crds_returns(cluster: StoreCluster) -> None:
+    # Right after a CRD is Established the API server may still answer 429 "storage is (re)initializing";
+    # install_crds waits that out, so an operator's informers can list at once (each group here is fresh).
+    fresh = [dataclasses.replace(SCALED_OBJECT_TYPE, group=f"t{uuid.uuid4().hex[:8]}.capstan.io") for _ in range(3)]
+    crd_store = await connect(cluster, Registry([*REGISTRY, *fresh]))
+    try:
+        await install_crds(crd_store, fresh)
+        for rt in fresh:
+            assert (await crd_store.list(rt)).items == []
+    finally:
+        for rt in fresh:
+            await crd_store.request("DELETE", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                                              f"{rt.plural}.{rt.group}")
         await crd_store.close()

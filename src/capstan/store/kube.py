@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import httpx
 
-from capstan.api.errors import ApiError, BadRequestError, GoneError, NotFoundError
+from capstan.api.errors import ApiError, BadRequestError, GoneError, NotFoundError, TooManyRequestsError
 from capstan.api.registry import Registry, ResourceType
 from capstan.api.schema import custom_resource_definition
 from capstan.store._kube_config import (
@@ -321,6 +321,7 @@ async def install_crds(store: KubeStore, types: Iterable[ResourceType], *,
     """Create or update the CRDs of ``types`` (from ``capstan.api.schema.custom_resource_definition``) and
     wait until the API server reports each Established, so the kinds can be used right away."""
     group, version, plural = _CRDS
+    types = list(types)
     names = []
     for rt in types:
         crd = custom_resource_definition(rt)
@@ -336,6 +337,8 @@ async def install_crds(store: KubeStore, types: Iterable[ResourceType], *,
     async with asyncio.timeout(established_within):
         for name in names:
             await _wait_established(store, resource_path(group, version, plural, None, name))
+        for rt in types:
+            await _wait_servable(store, rt)
 
 
 async def _wait_established(store: KubeStore, path: str) -> None:
@@ -347,6 +350,19 @@ async def _wait_established(store: KubeStore, path: str) -> None:
             return
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)
+
+
+async def _wait_servable(store: KubeStore, rt: ResourceType) -> None:
+    """Established is not enough: right after a CRD is created or changed, the API server may still answer
+    the kind's requests with 429 "storage is (re)initializing". Wait until a list goes through."""
+    delay = 0.05
+    while True:
+        try:
+            await store.list(rt, limit=1)
+            return
+        except TooManyRequestsError:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 # ---- helpers -------------------------------------------------------------------------------------
