@@ -7,11 +7,15 @@ it measures over ``--periods`` polling periods: event-loop lag (a 50 ms ticker's
 p50/p99/max), process CPU % (of one core), passes per second and the scale-loop latency.
 
 Part 2 (``reaction``): a real ``capstan server``; per run a fresh worker Deployment at 0 replicas
-and a ScaledObject with default settings (redis trigger, push); the time from RPUSH of the first
-message on the empty list to the worker process's first line (it writes its start time to Redis).
+and a ScaledObject with default settings (pollingInterval 30, push on), on the real services of
+``tests/services.py``: a redis trigger on a fresh empty list, or a nats-jetstream trigger on a fresh
+stream with a durable consumer. The time from the first message (RPUSH, or a JetStream publish) to
+the worker process's first output line: the worker prints ``time.time()`` first thing, and that
+printed clock is the end of the interval (read back from the container's log file). ``scaled_p50_s``
+is when the bench first saw the Deployment at 1 replica (polled, so an upper bound).
 
     python bench/bench_autoscaling_loop.py loop --objects 1000 10000
-    python bench/bench_autoscaling_loop.py reaction --runs 20
+    python bench/bench_autoscaling_loop.py reaction --runs 20 [--source redis|nats|both]
 """
 
 from __future__ import annotations
@@ -142,53 +146,150 @@ async def loop_bench(objects: int, periods: float, interval: int, redis_address:
             "scaler": scaler, "redis_clients": clients}
 
 
-def reaction_bench(runs: int) -> dict[str, float]:
-    import redis
-    from tests.e2e.harness import CapstanServer, kill_all_containers
-    from tests.services import service
+# The worker's first action is to print its own clock: the end of the measured interval is that line,
+# timestamped by the worker process itself (after the interpreter started), read back from its log file.
+WORKER = "import time\nprint(repr(time.time()), flush=True)\ntime.sleep(3600)\n"
 
-    info = service("redis")
-    client = redis.Redis.from_url(info.url)
+
+class _RedisSource:
+    """An empty Redis list per run; the first message is an RPUSH."""
+
+    name = "redis"
+
+    def __init__(self) -> None:
+        import redis
+        from tests.services import service
+
+        self.info = service("redis")
+        self.client = redis.Redis.from_url(self.info.url)
+        self.queue = ""
+
+    def trigger(self, run: int) -> dict[str, object]:
+        self.queue = f"bench-react-{uuid.uuid4().hex[:8]}"
+        return {"type": "redis", "metadata": {"address": f"{self.info.host}:{self.info.port}",
+                                              "listName": self.queue}}
+
+    def wait_followed(self) -> None:
+        time.sleep(1.0)  # the push follower subscribes after the first pass
+
+    def publish(self) -> None:
+        self.client.rpush(self.queue, "hello")
+
+    def cleanup(self) -> None:
+        self.client.delete(self.queue)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _NatsSource:
+    """A JetStream stream with a durable pull consumer per run; the first message is a JetStream publish
+    on the stream's subject. The scaler follows the subject with a core NATS subscription (push)."""
+
+    name = "nats-jetstream"
+
+    def __init__(self) -> None:
+        import nats
+        from tests.services import service
+
+        self.info = service("nats")
+        self.monitor = self.info.extra["monitor_url"]
+        self.loop = asyncio.new_event_loop()
+        self.nc = self.loop.run_until_complete(nats.connect(self.info.url, name="bench-reaction"))
+        self.js = self.nc.jetstream()
+        self.stream = self.subject = ""
+
+    def trigger(self, run: int) -> dict[str, object]:
+        from nats.js.api import AckPolicy, ConsumerConfig
+
+        suffix = uuid.uuid4().hex[:10]
+        self.stream, self.subject = f"BENCH_REACT_{suffix}", f"bench.react.{suffix}"
+        self.loop.run_until_complete(self.js.add_stream(name=self.stream, subjects=[f"{self.subject}.>"]))
+        self.loop.run_until_complete(self.js.add_consumer(
+            self.stream, ConsumerConfig(durable_name="workers", ack_policy=AckPolicy.EXPLICIT)))
+        endpoint = self.monitor.split("://", 1)[1].rstrip("/")
+        return {"type": "nats-jetstream", "metadata": {"natsServerMonitoringEndpoint": endpoint, "account": "$G",
+                                                       "stream": self.stream, "consumer": "workers"}}
+
+    def wait_followed(self) -> None:
+        """Until the scaler's subscription to the stream's subjects is on the server (its /connz)."""
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            connz = httpx.get(f"{self.monitor}/connz", params={"subs": "1", "limit": "10000"}, timeout=5).json()
+            if any(f"{self.subject}.>" in (c.get("subscriptions_list") or []) for c in connz.get("connections") or []):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"the scaler never subscribed to {self.subject}.>")
+
+    def publish(self) -> None:
+        self.loop.run_until_complete(self.js.publish(f"{self.subject}.jobs", b"hello"))
+
+    def cleanup(self) -> None:
+        self.loop.run_until_complete(self.js.delete_stream(self.stream))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.nc.close())
+        self.loop.close()
+
+
+def _first_line_time(data_dir: Path, deployment: str) -> float | None:
+    """The clock the worker printed as its first line, once a pod of ``deployment`` has written it."""
+    for log in (data_dir / "pods").glob(f"default_{deployment}-*/w.log"):
+        first, newline, _ = log.read_text().partition("\n")
+        if newline:
+            return float(first)
+    return None
+
+
+def reaction_bench(runs: int, source_name: str) -> dict[str, object]:
+    from tests.e2e.harness import CapstanServer, kill_all_containers
+
+    source = _RedisSource() if source_name == "redis" else _NatsSource()
     server = CapstanServer(Path(tempfile.mkdtemp(prefix="bench-react-")) / "data")
     server.start()
-    script = ("import os, time, redis\n"
-              "redis.Redis.from_url(os.environ['REDIS_URL']).set(os.environ['MARK'], repr(time.time()))\n"
-              "time.sleep(3600)\n")
-    latencies = []
+    latencies, scaled = [], []
     try:
         for run in range(runs):
-            name, queue, mark = f"r{run}", f"bench-react-{uuid.uuid4().hex[:8]}", f"bench-mark-{uuid.uuid4().hex}"
-            container = {"name": "w", "image": "python", "command": [sys.executable, "-c", script],
-                         "env": [{"name": "REDIS_URL", "value": info.url}, {"name": "MARK", "value": mark}]}
+            name = f"r{run}"
+            container = {"name": "w", "image": "python", "command": [sys.executable, "-c", WORKER]}
             server.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
                           "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
                                    "template": {"metadata": {"labels": {"app": name}},
                                                 "spec": {"terminationGracePeriodSeconds": 1,
                                                          "containers": [container]}}}})
+            # Default settings: pollingInterval 30, no cooldown or threshold changes.
             server.apply({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": name},
-                          "spec": {"scaleTargetRef": {"name": name}, "triggers": [
-                              {"type": "redis", "metadata": {"address": f"{info.host}:{info.port}",
-                                                             "listName": queue}}]}})
+                          "spec": {"scaleTargetRef": {"name": name}, "triggers": [source.trigger(run)]}})
             path = f"/apis/keda.sh/v1alpha1/namespaces/default/scaledobjects/{name}"
             while not (server.get_json(path).get("status") or {}).get("conditions"):
                 time.sleep(0.05)
-            time.sleep(1.0)  # the push follower subscribes after the first pass
+            source.wait_followed()
             sent = time.time()
-            client.rpush(queue, "hello")
-            deadline = time.monotonic() + 120
-            while (value := client.get(mark)) is None and time.monotonic() < deadline:
+            source.publish()
+            deadline, seen_scaled = time.monotonic() + 120, None
+            while (started := _first_line_time(server.data_dir, name)) is None and time.monotonic() < deadline:
+                if seen_scaled is None and (server.get_json(f"/apis/apps/v1/namespaces/default/deployments/{name}")
+                                            ["spec"].get("replicas")):
+                    seen_scaled = time.time() - sent
                 time.sleep(0.005)
-            if value is None:
+            if started is None:
                 raise RuntimeError(f"run {run}: no worker started within 120 s")
-            latencies.append(float(value) - sent)
+            latencies.append(started - sent)
+            if seen_scaled is not None:
+                scaled.append(seen_scaled)
             server.cli("delete", "scaledobject", name)
             server.cli("delete", "deployment", name)
-            client.delete(queue, mark)
+            source.cleanup()
     finally:
         server.stop()
         kill_all_containers(server.data_dir)
-    return {"runs": runs, "p50_s": statistics.median(latencies), "p95_s": _pct(latencies, 0.95),
-            "min_s": min(latencies), "max_s": max(latencies)}
+        source.close()
+    return {"source": source.name, "runs": runs, "p50_s": round(statistics.median(latencies), 3),
+            "p95_s": round(_pct(latencies, 0.95), 3), "min_s": round(min(latencies), 3),
+            "max_s": round(max(latencies), 3),
+            "scaled_p50_s": round(statistics.median(scaled), 3) if scaled else None}
 
 
 def main() -> None:
@@ -201,6 +302,7 @@ def main() -> None:
     loop.add_argument("--scaler", choices=["redis", "null"], default="redis")
     reaction = sub.add_parser("reaction")
     reaction.add_argument("--runs", type=int, default=20)
+    reaction.add_argument("--source", choices=["redis", "nats", "both"], default="both")
     args = parser.parse_args()
     if args.part == "loop":
         from tests.services import service
@@ -213,7 +315,8 @@ def main() -> None:
                                     capture_output=True, text=True)
             print(result.stdout.strip() or result.stderr[-3000:], flush=True)
     else:
-        print(json.dumps(reaction_bench(args.runs)), flush=True)
+        for source in (["redis", "nats"] if args.source == "both" else [args.source]):
+            print(json.dumps(reaction_bench(args.runs, source)), flush=True)
 
 
 if __name__ == "__main__":
