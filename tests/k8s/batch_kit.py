@@ -28,9 +28,10 @@ from typing import Any
 import httpx
 import yaml
 
-from capstan.api.errors import AlreadyExistsError
+from capstan.api.errors import AlreadyExistsError, NotFoundError
 from capstan.controllers.batch.common import epoch
 from capstan.store.base import Obj, Store
+from capstan.store.kube import KubeStore
 from tests.k8s.cluster import REPO_ROOT, KubeCluster
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -274,3 +275,18 @@ async def poll(fetch: Callable[[], Awaitable[Any]], accept: Callable[[Any], bool
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within:.0f}s waiting for {what}; last value: {value!r}"[:4000])
         await asyncio.sleep(interval)
+
+
+async def delete_namespace(store: KubeStore, namespace: str, within: float = 180.0) -> None:
+    """Delete ``namespace`` and wait until it is gone, so that no later test's operator meets its objects
+    while they are being removed (and is refused writes there)."""
+    path = f"/api/v1/namespaces/{namespace}"
+    with contextlib.suppress(NotFoundError):
+        await store.request("DELETE", path)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            await store.request("GET", path)
+        except NotFoundError:
+            return
+        await asyncio.sleep(0.5)

@@ -32,6 +32,7 @@ from tests.k8s.batch_kit import (
     admissions,
     cluster_queue,
     create_all,
+    delete_namespace,
     flavor,
     kwok_node,
     local_queue,
@@ -106,7 +107,7 @@ async def batch(kube_cluster: KubeCluster, tmp_path: Path) -> AsyncIterator[Batc
             operator.stop()
     finally:
         with contextlib.suppress(Exception):
-            await store.request("DELETE", f"/api/v1/namespaces/{namespace}")
+            await delete_namespace(store, namespace)
         for path in cluster_scoped:
             with contextlib.suppress(Exception):
                 await store.request("DELETE", path)

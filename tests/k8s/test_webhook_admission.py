@@ -18,11 +18,13 @@ import pytest
 
 from capstan.api.errors import InvalidError
 from capstan.api.registry import default_registry
+from capstan.controllers.batch.validation import install_admission_hooks
 from capstan.server.operator import crd_types
 from capstan.server.webhook import VALIDATING_WEBHOOK, AdmissionWebhook, capstan_admission_hooks, serve_webhook
 from capstan.store.base import Obj
 from capstan.store.kube import KubeStore, install_crds
 from capstan.store.sqlite import SqliteStore
+from tests.k8s.batch_kit import delete_namespace
 from tests.k8s.cluster import KubeCluster
 from tests.k8s.webhook_kit import SCOPE_LABEL, loopback_cert, registered
 
@@ -54,7 +56,7 @@ async def env(kube_cluster: KubeCluster, tmp_path: Path) -> AsyncIterator[Env]:
                 registered(store, url, cert.ca_pem, f"capstan-test-{scope}", scope):
             yield Env(store, webhook, scope, namespace)
     finally:
-        await store.request("DELETE", f"/api/v1/namespaces/{namespace}")
+        await delete_namespace(store, namespace)
         await store.close()
 
 
@@ -142,11 +144,42 @@ async def _causes(tmp_path: Path, obj: Obj) -> list[Any]:
         await store.close()
 
 
+def one_flavor_queue(env: Env, name: str, flavor: str) -> Obj:
+    return cluster_queue(env, name, resourceGroups=[{"coveredResources": ["cpu"], "flavors": [
+        {"name": flavor, "resources": [{"name": "cpu", "nominalQuota": "4"}]}]}])
+
+
+async def test_a_cluster_queue_naming_a_missing_flavor_is_denied_with_the_embedded_message(
+        env: Env, tmp_path: Path) -> None:
+    # A cross-object rule: no CRD schema or CEL rule can see other objects; only the webhook checks it.
+    obj = one_flavor_queue(env, f"lost-{env.scope}", f"nowhere-{env.scope}")
+    embedded_store = await SqliteStore.open(tmp_path / "hooks.db", default_registry())
+    try:
+        install_admission_hooks(embedded_store)
+        with pytest.raises(InvalidError) as on_embedded:
+            await embedded_store.create(copy.deepcopy(obj))
+    finally:
+        await embedded_store.close()
+    with pytest.raises(InvalidError) as denied:
+        await env.store.create(copy.deepcopy(obj))
+    assert denied.value.message == f'admission webhook "{VALIDATING_WEBHOOK}" denied the request: ' + (
+        on_embedded.value.message)
+    assert on_embedded.value.message == (
+        f'ClusterQueue "lost-{env.scope}" is invalid: spec.resourceGroups[0].flavors[0].name: Not found: '
+        f'"nowhere-{env.scope}": no ResourceFlavor named "nowhere-{env.scope}"')
+    assert [(c.field, c.reason) for c in denied.value.causes] == [
+        ("spec.resourceGroups[0].flavors[0].name", "FieldValueNotFound")]
+
+
 async def test_a_good_cluster_queue_passes(env: Env) -> None:
-    obj = cluster_queue(env, f"good-{env.scope}", resourceGroups=[{"coveredResources": ["cpu"], "flavors": [
-        {"name": "default", "resources": [{"name": "cpu", "nominalQuota": "4"}]}]}])
-    created = await env.store.create(obj, dry_run=True)
-    assert created["metadata"]["name"] == f"good-{env.scope}"
+    flavor = f"here-{env.scope}"
+    await env.store.create({"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "ResourceFlavor",
+                            "metadata": {"name": flavor, "labels": env.labels()}})
+    try:
+        created = await env.store.create(one_flavor_queue(env, f"good-{env.scope}", flavor), dry_run=True)
+        assert created["metadata"]["name"] == f"good-{env.scope}"
+    finally:
+        await env.store.delete(env.store.registry.lookup("resourceflavors.kueue.x-k8s.io"), flavor)
 
 
 def scaled_object(env: Env, name: str) -> Obj:

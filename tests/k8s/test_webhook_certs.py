@@ -22,6 +22,7 @@ from capstan.server.webhook import (
     webhook_configurations,
 )
 from capstan.store.kube import KubeStore
+from tests.k8s.batch_kit import delete_namespace
 from tests.k8s.cluster import KubeCluster
 from tests.k8s.webhook_kit import SCOPE_LABEL
 
@@ -32,7 +33,7 @@ async def kube(kube_cluster: KubeCluster) -> AsyncIterator[tuple[KubeStore, str]
     namespace = f"whc-{uuid.uuid4().hex[:8]}"
     await store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     yield store, namespace
-    await store.request("DELETE", f"/api/v1/namespaces/{namespace}")
+    await delete_namespace(store, namespace)
     await store.close()
 
 
