@@ -56,9 +56,12 @@ def job(name: str, queue: str, command: list[str], cpu: str = "100m", *, paralle
                                                       "resources": {"requests": {"cpu": cpu}}}]}}}}
 
 
-def traced(trace: Path, label: str, seconds: float) -> list[str]:
-    """A container that records (label, start, end) in ``trace``."""
-    script = (f"import json,time\nstart=time.time()\ntime.sleep({seconds})\n"
+def traced(trace: Path, label: str, seconds: float, *, until: Path | None = None) -> list[str]:
+    """A container that records (label, start, end) in ``trace``; it works ``seconds``, or until
+    the file ``until`` exists when given (so a test, not the clock, decides when it ends)."""
+    wait = (f"import os\nwhile not os.path.exists({str(until)!r}): time.sleep(0.05)\n" if until
+            else f"time.sleep({seconds})\n")
+    script = (f"import json,time\nstart=time.time()\n{wait}"
               f"open({str(trace)!r},'a').write(json.dumps([{label!r},start,time.time()])+'\\n')")
     return [sys.executable, "-c", script]
 
@@ -91,9 +94,11 @@ def test_200_jobs_respect_quotas_and_priorities(server: CapstanServer, tmp_path:
     quota = {"cq-a": 500, "cq-b": 300, "cq-c": 400, "cq-prio": 100}
     sampler = QuotaSampler(server, quota)
     sampler.start()
-    jobs = [job(f"j{i:03d}", ("cq-a", "cq-b", "cq-c")[i % 3], ["true"]) for i in range(200)]
+    # Each job holds its quota for a moment, so the queues really fill up to their quotas.
+    jobs = [job(f"j{i:03d}", ("cq-a", "cq-b", "cq-c")[i % 3], ["sleep", "0.5"]) for i in range(200)]
     trace = tmp_path / "prio.jsonl"
-    jobs.append(job("blocker", "cq-prio", traced(trace, "blocker", 2.0), priority="low"))
+    release = tmp_path / "release-blocker"
+    jobs.append(job("blocker", "cq-prio", traced(trace, "blocker", 0, until=release), priority="low"))
     apply_all(server, jobs)
     wait_for(lambda: any(owner(w) == "blocker" and holding(w) for w in workloads(server)), timeout=60,
              message="the blocker admitted")
@@ -102,6 +107,7 @@ def test_200_jobs_respect_quotas_and_priorities(server: CapstanServer, tmp_path:
 
     pending = wait_for(lambda: _pending_listed(server), timeout=60, message="capstan queue pending to list 6")
     assert pending.index("high-") < pending.index("low-")
+    release.touch()  # the six are queued behind the blocker: let it finish
 
     wait_for(lambda: sampler.finished == 207, timeout=300, interval=0.5, message="all 207 workloads finished")
     sampler.stop()
