@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
+
 from capstan.scalers.base import PushScaler
 
 
@@ -30,6 +32,13 @@ def silent_port() -> Iterator[int]:
         yield listener.getsockname()[1]
     finally:
         listener.close()
+
+
+@pytest.fixture(name="silent_port")
+def silent_port_fixture() -> Iterator[int]:
+    """``silent_port()`` for the whole test, as the fixture ``silent_port``."""
+    with silent_port() as port:
+        yield port
 
 
 def closed_port() -> int:

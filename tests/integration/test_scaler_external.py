@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from tests.integration.external_scaler_server import QueueLengthScaler, start
+from tests.integration.scaler_support import closed_port, silent_port_fixture  # noqa: F401 (a fixture)
 
 from capstan.scalers._brokers import Backoff
 from capstan.scalers.base import ScalerConfig, ScalerError
@@ -26,24 +26,6 @@ async def server() -> AsyncIterator[tuple[QueueLengthScaler, str]]:
     grpc_server, port = await start(servicer)
     yield servicer, f"127.0.0.1:{port}"
     await grpc_server.stop(None)
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A listening socket that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    yield listener.getsockname()[1]
-    listener.close()
-
-
-def closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port: int = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 async def test_metric_spec_metrics_and_activity(server: tuple[QueueLengthScaler, str]) -> None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
+from tests.integration.scaler_support import closed_port, silent_port_fixture  # noqa: F401 (a fixture)
 from tests.services import ServiceInfo, service
 
 from capstan.scalers.base import MetricResult, ScalerConfig, ScalerError
@@ -37,24 +37,6 @@ async def topic(kafka: ServiceInfo) -> AsyncIterator[str]:
         await admin.delete_topics([name])
     finally:
         await admin.close()
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A listening socket that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    yield listener.getsockname()[1]
-    listener.close()
-
-
-def closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port: int = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def group() -> str:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aiomqtt
 import pytest
+from tests.integration.scaler_support import closed_port, silent_port_fixture  # noqa: F401 (a fixture)
 from tests.services import ServiceInfo, service
 
 from capstan.scalers.base import MetricResult, ScalerConfig, ScalerError
@@ -26,24 +26,6 @@ async def topic(broker: ServiceInfo) -> AsyncIterator[str]:
     name = f"capstan/test/{uuid.uuid4().hex[:10]}/backlog"
     yield name
     await publish(broker, name, "")  # clear the retained gauge
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A listening socket that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    yield listener.getsockname()[1]
-    listener.close()
-
-
-def closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port: int = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 async def publish(broker: ServiceInfo, topic: str, payload: str, retain: bool = True) -> None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -15,6 +14,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
+from tests.integration.scaler_support import closed_port, silent_port_fixture  # noqa: F401 (a fixture)
 from tests.services import ServiceInfo, service
 
 from capstan.scalers.base import MetricResult, ScalerConfig, ScalerError
@@ -51,24 +51,6 @@ async def stream(client: Client) -> AsyncIterator[Stream]:
     await js.add_consumer(name, ConsumerConfig(durable_name="workers", ack_policy=AckPolicy.EXPLICIT))
     yield Stream(name=name, subject=f"capstan.{suffix}.jobs", consumer="workers", js=js)
     await js.delete_stream(name)
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A listening socket that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    yield listener.getsockname()[1]
-    listener.close()
-
-
-def closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port: int = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def config(endpoint: str, stream: str, consumer: str = "workers", timeout: float = 5.0,

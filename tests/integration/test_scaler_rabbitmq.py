@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aio_pika
 import aio_pika.abc
 import pytest
+from tests.integration.scaler_support import closed_port, silent_port_fixture  # noqa: F401 (a fixture)
 from tests.services import ServiceInfo, service
 
 from capstan.scalers.base import MetricResult, ScalerConfig, ScalerError
@@ -27,24 +27,6 @@ async def channel(rabbit: ServiceInfo) -> AsyncIterator[aio_pika.abc.AbstractCha
     connection = await aio_pika.connect(rabbit.url)
     async with connection:
         yield await connection.channel()
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A listening socket that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    yield listener.getsockname()[1]
-    listener.close()
-
-
-def closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port: int = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def name(prefix: str = "capstan-scaler") -> str:
