@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+from tests.services import ServiceInfo, service
 
 from capstan.scalers.base import PushScaler
 
@@ -129,6 +131,20 @@ async def timed(awaitable: Awaitable[Any]) -> tuple[float, Exception | None]:
     except Exception as exc:
         return time.monotonic() - start, exc
     return time.monotonic() - start, None
+
+
+@pytest.fixture(name="redis_info", scope="module")
+def redis_info_fixture() -> ServiceInfo:
+    """The shared Redis of tests/services.py, as the fixture ``redis_info``."""
+    return service("redis")
+
+
+@pytest.fixture(name="client")
+async def redis_client_fixture(redis_info: ServiceInfo) -> AsyncIterator[aioredis.Redis]:
+    """A client of the shared Redis that decodes replies, as the fixture ``client``."""
+    connection = aioredis.Redis(host=redis_info.host, port=redis_info.port, decode_responses=True)
+    yield connection
+    await connection.aclose()
 
 
 async def wait_subscribed(client: Any, channel: str, deadline: float = 10.0) -> None:

@@ -8,23 +8,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from tests.integration.scaler_support import pushing, silent_port, timed, unique, wait_subscribed
-from tests.services import ServiceInfo, service
+from tests.integration.scaler_support import (  # noqa: F401 (fixtures)
+    pushing,
+    redis_client_fixture,
+    redis_info_fixture,
+    silent_port,
+    timed,
+    unique,
+    wait_subscribed,
+)
+from tests.services import ServiceInfo
 
 from capstan.scalers.base import MetricResult, ScalerConfig, ScalerError
 from capstan.scalers.redis_streams import RedisStreamsScaler
-
-
-@pytest.fixture(scope="module")
-def redis_info() -> ServiceInfo:
-    return service("redis")
-
-
-@pytest.fixture
-async def client(redis_info: ServiceInfo) -> AsyncIterator[aioredis.Redis]:
-    connection = aioredis.Redis(host=redis_info.host, port=redis_info.port, decode_responses=True)
-    yield connection
-    await connection.aclose()
 
 
 @pytest.fixture
