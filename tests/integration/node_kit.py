@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.integration.workloads_kit import DEADLINE, eventually
 
 from capstan.api.errors import NotFoundError
 from capstan.api.registry import default_registry
@@ -24,7 +26,6 @@ from capstan.runtime.process import ProcessRuntime
 from capstan.store.base import Obj
 from capstan.store.sqlite import SqliteStore
 
-DEADLINE = 60.0
 NODE = "local"
 PY = sys.executable
 
@@ -32,18 +33,6 @@ PY = sys.executable
 def py(code: str) -> list[str]:
     """A container command running a Python snippet, unbuffered."""
     return [PY, "-u", "-c", textwrap.dedent(code)]
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], *, within: float = DEADLINE, what: str = "") -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    last: Any = None
-    while loop.time() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or check}; last saw {last!r}")
 
 
 @dataclass
