@@ -4,12 +4,14 @@
   TriggerAuthentication parameters carry them;
 - ``Rechecker``: turns a burst of "the source changed" signals into one read at a time and a
   ``wake(active)`` per read, so a busy topic cannot flood the controller;
-- ``Backoff``: the reconnect delays of push loops.
+- ``Backoff``: the reconnect delays of push loops;
+- ``follow_with_rechecks``: the push loop of a scaler that follows its source and rechecks it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 import tempfile
@@ -74,3 +76,23 @@ class Backoff:
         delay = self._next
         self._next = min(self._next * 2, self.limit)
         await asyncio.sleep(delay)
+
+
+async def follow_with_rechecks(read_active: Callable[[], Awaitable[bool]], wake: WakeCallback,
+                               follow: Callable[[Rechecker, Backoff], Awaitable[None]],
+                               transient: tuple[type[BaseException], ...]) -> None:
+    """A push loop until cancelled: ``follow`` watches the source and pokes the Rechecker, which
+    reads ``read_active`` and wakes. When ``follow`` returns or raises one of ``transient`` (the
+    source went away), it starts again after the Backoff (which ``follow`` resets once connected)."""
+    rechecker = Rechecker(read_active, wake)
+    checker = asyncio.create_task(rechecker.run())
+    backoff = Backoff()
+    try:
+        while True:
+            with contextlib.suppress(*transient):
+                await follow(rechecker, backoff)
+            await backoff.sleep()
+    finally:
+        checker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checker

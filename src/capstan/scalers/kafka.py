@@ -15,7 +15,6 @@ falls because workers commit is seen by the regular poll.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
 from capstan.scalers import _metadata as md
-from capstan.scalers._brokers import Backoff, Rechecker, tls_context
+from capstan.scalers._brokers import Backoff, Rechecker, follow_with_rechecks, tls_context
 from capstan.scalers.base import (
     MetricResult,
     MetricSpec,
@@ -295,18 +294,8 @@ class KafkaScaler(PushScaler):
         return cap_total_lag(s, total, len(partitions), partitions_with_lag), total_with_persistent
 
     async def run(self, wake: WakeCallback) -> None:
-        rechecker = Rechecker(self._read_active, wake)
-        checker = asyncio.create_task(rechecker.run())
-        backoff = Backoff()
-        try:
-            while True:
-                with contextlib.suppress(KafkaError, OSError, ScalerError, TimeoutError):
-                    await self._watch_new_records(rechecker, backoff)
-                await backoff.sleep()
-        finally:
-            checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checker
+        await follow_with_rechecks(self._read_active, wake, self._watch_new_records,
+                                   (KafkaError, OSError, ScalerError, TimeoutError))
 
     async def _read_active(self) -> bool:
         _, lag_with_persistent = await self.total_lag(remember_offsets=False)

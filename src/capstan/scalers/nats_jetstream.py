@@ -25,7 +25,7 @@ from nats.aio.client import Client as NATSClient
 from nats.aio.msg import Msg
 
 from capstan.scalers import _metadata as md
-from capstan.scalers._brokers import Backoff, Rechecker
+from capstan.scalers._brokers import Backoff, Rechecker, follow_with_rechecks
 from capstan.scalers.base import (
     MetricResult,
     MetricSpec,
@@ -191,18 +191,8 @@ class NATSJetStreamScaler(PushScaler):
         return f"nats://{host}:{int(varz.get('port') or 4222)}"
 
     async def run(self, wake: WakeCallback) -> None:
-        rechecker = Rechecker(self._read_active, wake)
-        checker = asyncio.create_task(rechecker.run())
-        backoff = Backoff()
-        try:
-            while True:
-                with contextlib.suppress(ScalerError, OSError, TimeoutError, nats.errors.Error):
-                    await self._follow(rechecker, backoff)
-                await backoff.sleep()
-        finally:
-            checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checker
+        await follow_with_rechecks(self._read_active, wake, self._follow,
+                                   (ScalerError, OSError, TimeoutError, nats.errors.Error))
 
     async def _read_active(self) -> bool:
         return (await self.get_metrics_and_activity(self._metric)).active
