@@ -1,16 +1,17 @@
-"""Pieces the ScaledObject and ScaledJob controllers share: options, conditions, times,
+"""Pieces the ScaledObject and ScaledJob controllers share: options, conditions,
 per-trigger configs, and the index of scale targets."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from capstan.api.keda import ScaleTriggers
 from capstan.api.selectors import LabelSelector
 from capstan.controllers.autoscaling.triggers import AuthOptions, auth_params, resolved_env
+from capstan.core.workloads.pods import format_time
 from capstan.scalers.base import PodMetrics, ScalerConfig
 from capstan.store.base import Obj, Store
 
@@ -28,20 +29,6 @@ class AutoscalingOptions:
     direct_scale_to_zero: bool = False
     """KEDA's N -> 0 jump after the cooldown instead of Capstan's walk down."""
     scaler_timeout_seconds: float = 3.0
-
-
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def merge_conditions(existing: Sequence[Mapping[str, Any]] | None, updates: Iterable[Mapping[str, Any]],

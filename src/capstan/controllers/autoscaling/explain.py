@@ -14,7 +14,7 @@ from typing import Any
 
 from capstan.api.errors import BadRequestError, NotFoundError
 from capstan.api.keda import ScaledObject
-from capstan.controllers.autoscaling.common import AutoscalingOptions, parse_time, selector_of, trigger_configs
+from capstan.controllers.autoscaling.common import AutoscalingOptions, selector_of, trigger_configs
 from capstan.controllers.autoscaling.scaledobject import (
     decision_summary,
     failures_from_status,
@@ -31,6 +31,7 @@ from capstan.core.autoscaling.keda import (
     TriggerReading,
     decide_scaled_object,
 )
+from capstan.core.workloads.pods import parse_time
 from capstan.scalers.base import ScalerError
 from capstan.scalers.registry import build_scaler
 from capstan.store.base import Obj, Store

@@ -35,9 +35,7 @@ from capstan.controllers.autoscaling import metrics as m
 from capstan.controllers.autoscaling.cache import Reading, ScalerCache, ScalerSet
 from capstan.controllers.autoscaling.common import (
     AutoscalingOptions,
-    format_time,
     merge_conditions,
-    parse_time,
     trigger_configs,
 )
 from capstan.controllers.autoscaling.scaledobject import NotReadyError
@@ -55,6 +53,7 @@ from capstan.core.autoscaling.scaledjob import (
     count_jobs,
     decide_scaled_job,
 )
+from capstan.core.workloads.pods import format_time, parse_time
 from capstan.scalers.base import ScalerError
 from capstan.store.base import Obj, PropagationPolicy, Store
 

@@ -48,9 +48,7 @@ from capstan.controllers.autoscaling.cache import Reading, ScalerCache, ScalerSe
 from capstan.controllers.autoscaling.common import (
     AutoscalingOptions,
     TargetIndex,
-    format_time,
     merge_conditions,
-    parse_time,
     selector_of,
     trigger_configs,
 )
@@ -67,6 +65,7 @@ from capstan.core.autoscaling.keda import (
     TriggerReading,
     decide_scaled_object,
 )
+from capstan.core.workloads.pods import format_time, parse_time
 from capstan.scalers.base import ScalerError
 from capstan.store.base import Obj, Store
 
