@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
 
-from capstan.api.errors import ApiError, NotFoundError
+from capstan.api.errors import AlreadyExistsError, ApiError, ConflictError
 from capstan.api.registry import ResourceType
 from capstan.store.base import Obj, Store
 
@@ -51,24 +51,34 @@ class EventRecorder:
         digest = hashlib.sha1(f"{meta.get('uid')}/{reason}/{message}".encode(), usedforsecurity=False)
         name = f"{meta['name']}.{digest.hexdigest()[:16]}"
         now = rfc3339(self.clock())
+        # Most events happen once: create first (one write), and only on a repeat read the
+        # existing Event to bump its count.
         try:
+            await self.store.create(self._new_event(obj, name, namespace, kind, reason, message, now))
+            return
+        except AlreadyExistsError:
+            pass
+        for _ in range(3):
             existing = await self.store.get(self._events_rt, name, namespace)
-        except NotFoundError:
-            existing = None
-        if existing is not None:
             existing["count"] = int(existing.get("count") or 1) + 1
             existing["lastTimestamp"] = now
-            await self.store.update(existing)
-            return
-        api_version = obj.get("apiVersion", "")
-        await self.store.create({
+            try:
+                await self.store.update(existing)
+                return
+            except ConflictError:
+                continue  # another recorder bumped it meanwhile; read again
+
+    def _new_event(self, obj: Obj, name: str, namespace: str, kind: EventKind, reason: str, message: str,
+                   now: str) -> Obj:
+        meta = obj["metadata"]
+        return {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": {"apiVersion": api_version, "kind": obj.get("kind"), "name": meta["name"],
-                               "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+            "involvedObject": {"apiVersion": obj.get("apiVersion", ""), "kind": obj.get("kind"),
+                               "name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid"),
                                "resourceVersion": meta.get("resourceVersion")},
             "reason": reason, "message": message, "type": kind, "count": 1,
             "firstTimestamp": now, "lastTimestamp": now,
             "source": {"component": self.component, **({"host": self.host} if self.host else {})},
             "reportingComponent": self.component,
-        })
+        }
