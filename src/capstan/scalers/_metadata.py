@@ -53,7 +53,14 @@ def required(config: ScalerConfig, name: str, source: Source = METADATA) -> str:
     return value
 
 
-def _convert(config: ScalerConfig, name: str, value: str, kind: Callable[[str], T], what: str) -> T:
+def _converted(config: ScalerConfig, name: str, default: T | None, source: Source, kind: Callable[[str], T],
+               what: str) -> T:
+    """``name`` converted by ``kind``; ``default`` when absent (then required when ``default`` is None)."""
+    value = raw(config, name, source)
+    if value is None:
+        if default is None:
+            raise ScalerConfigError(f"{config.label}: metadata.{name} is required")
+        return default
     try:
         return kind(value)
     except ValueError as exc:
@@ -61,21 +68,11 @@ def _convert(config: ScalerConfig, name: str, value: str, kind: Callable[[str], 
 
 
 def number(config: ScalerConfig, name: str, default: float | None = None, source: Source = METADATA) -> float:
-    value = raw(config, name, source)
-    if value is None:
-        if default is None:
-            raise ScalerConfigError(f"{config.label}: metadata.{name} is required")
-        return default
-    return _convert(config, name, value, float, "a number")
+    return _converted(config, name, default, source, float, "a number")
 
 
 def integer(config: ScalerConfig, name: str, default: int | None = None, source: Source = METADATA) -> int:
-    value = raw(config, name, source)
-    if value is None:
-        if default is None:
-            raise ScalerConfigError(f"{config.label}: metadata.{name} is required")
-        return default
-    return _convert(config, name, value, int, "an integer")
+    return _converted(config, name, default, source, int, "an integer")
 
 
 def boolean(config: ScalerConfig, name: str, default: bool = False, source: Source = METADATA) -> bool:
