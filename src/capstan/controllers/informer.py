@@ -63,11 +63,8 @@ class Informer:
         return self._cache.get((namespace or "", name))
 
     def list(self, namespace: str | None = None, selector: LabelSelector | None = None) -> list[Obj]:
-        items: Iterable[Obj]
-        if namespace is not None:
-            items = self._by_namespace.get(namespace, {}).values()
-        else:
-            items = self._cache.values()
+        source = self._cache if namespace is None else self._by_namespace.get(namespace, {})
+        items: Iterable[Obj] = source.values()
         if selector is not None and not selector.empty:
             items = (o for o in items if selector.matches(o["metadata"].get("labels")))
         return list(items)

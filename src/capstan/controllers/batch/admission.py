@@ -28,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -80,6 +82,7 @@ from capstan.core.scheduling.queueing import (
     NodeCapacity,
     PodSet,
     PreemptionDecision,
+    Reason,
     SchedulerMemory,
     Settings,
     Snapshot,
@@ -102,6 +105,12 @@ class AdmissionOptions:
     physical_fit: bool = True
     settings: Settings = field(default_factory=Settings)
     position_refresh: float = 5.0  # at most this often a changed position alone is written
+    # Over all workloads, at most this many condition refreshes per second that change only numbers
+    # (position, amounts, seconds): with thousands waiting, positions are refreshed less often.
+    position_writes_per_second: float = 100.0
+    # A workload whose reason keeps changing (quota, evictions in flight, node capacity) gets a new
+    # reason written at most this often; the first one is written at once.
+    reason_min_interval: float = 1.0
     status_interval: float = 0.5  # at most this often a queue's status is written
     wait_writes_per_cycle: int = 200  # the rest of the waiting workloads are written next cycle
     resync: float = 10.0
@@ -112,6 +121,38 @@ class _Written:
     code: str
     message: str
     at: float
+    gist: tuple[object, ...] = ()
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _gist(reason: Reason) -> tuple[object, ...]:
+    """What makes a wait reason a *different* reason: its code and what is short (flavor, resource,
+    what limits it), or, without shortages, its text apart from numbers (positions, seconds of
+    back-off). Amounts, positions and the names of workloads being evicted are details: a new gist
+    is written with the attempt annotation and an Event; a change of details is a rate-limited
+    refresh of the condition."""
+    if reason.shortages:
+        return (reason.code, tuple((s.flavor, s.resource, s.limited_by) for s in reason.shortages))
+    return (reason.code, _NUMBER.sub("#", reason.message))
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """What a cycle needs from one version (resourceVersion) of a Workload, parsed once."""
+
+    finished: bool
+    holds: bool
+    inactive: bool
+    namespace: str
+    queue_name: str
+    requeue_at: float | None
+    reserved: tuple[str, str] | None  # the QuotaReserved condition's (reason, message)
+    needs_readiness: bool  # has dependencies or is a pod group
+    admitted: AdmittedWorkload | None = None
+    pending_for: tuple[str, str | None] | None = None  # (ClusterQueue, not ready) of ``pending``
+    pending: Workload | None = None
 
 
 class AdmissionController:
@@ -148,9 +189,14 @@ class AdmissionController:
         self._bound: dict[str, tuple[str, dict[str, int], str | None]] = {}  # pod uid -> (node, requests, owner)
         self._group_pods: dict[tuple[str, str], set[str]] = {}  # (namespace, group) -> unfinished pod uids
         self._written: dict[str, _Written] = {}
+        self._parsed_cache: dict[str, tuple[str, _Parsed]] = {}  # key -> (resourceVersion, parsed)
         self._status_written: dict[str, float] = {}
+        self._statuses_at = float("-inf")
+        self._refresh_tokens = 0.0
+        self._refresh_at: float | None = None
         self._deferred = False
         self._status_timer: asyncio.TimerHandle | None = None
+        self._retry_timer: asyncio.TimerHandle | None = None
         self._preempting: dict[str, PreemptionDecision] = {}  # victim -> why, until the preemptor is admitted
         for informer in (self.cqs, self.cohorts, self.flavors, self.lqs, self.nodes):
             informer.add_handler(self._on_any)
@@ -166,16 +212,20 @@ class AdmissionController:
     def _on_workload(self, change: ChangeType, obj: Obj, old: Obj | None) -> None:
         key = workload_key(obj)
         mine = self._overlay.get(key)
+        own_write = False
         if mine is not None and (change == "DELETED" or mine["metadata"].get("resourceVersion")
                                  == obj["metadata"].get("resourceVersion")):
             del self._overlay[key]
+            own_write = change != "DELETED"
         if change == "DELETED" or is_finished(obj):
             self._active.pop(key, None)
             self._pod_sets.pop(key, None)
             self._written.pop(key, None)
+            self._parsed_cache.pop(key, None)
         else:
             self._active[key] = obj
-        self._wake.set()
+        if not own_write:  # our own write, delivered: the cycle that made it already decided on it
+            self._wake.set()
 
     def _on_job(self, change: ChangeType, obj: Obj, old: Obj | None) -> None:
         if change == "DELETED" or (finished_condition(obj) is not None
@@ -245,15 +295,48 @@ class AdmissionController:
             return 0.0
         soonest = self.options.resync
         now = self.clock().timestamp()
-        for workload in self._view():
-            at = ((workload.get("status") or {}).get("requeueState") or {}).get("requeueAt")
-            if at and not holds_quota(workload) and epoch(at) > now:
-                soonest = min(soonest, epoch(at) - now + 0.01)
+        for key, workload in self._view():
+            at = self._parsed(key, workload).requeue_at
+            if at is not None and at > now:
+                soonest = min(soonest, at - now + 0.01)
         return soonest
 
-    def _view(self) -> Iterable[Obj]:
+    def _view(self) -> Iterable[tuple[str, Obj]]:
         for key, obj in self._active.items():
-            yield self._overlay.get(key, obj)
+            yield key, self._overlay.get(key, obj)
+
+    def _parsed(self, key: str, workload: Obj) -> _Parsed:
+        """The Workload's fields a cycle reads, parsed once per resourceVersion."""
+        rv = workload["metadata"].get("resourceVersion") or ""
+        cached = self._parsed_cache.get(key)
+        if cached is not None and rv and cached[0] == rv:
+            return cached[1]
+        spec = workload.get("spec") or {}
+        meta = workload["metadata"]
+        holds = holds_quota(workload)
+        requeue = ((workload.get("status") or {}).get("requeueState") or {}).get("requeueAt")
+        reserved = find_condition(conditions_of(workload), QUOTA_RESERVED)
+        parsed = _Parsed(
+            finished=is_finished(workload), holds=holds, inactive=spec.get("active") is False,
+            namespace=meta.get("namespace") or "default", queue_name=spec.get("queueName") or "",
+            requeue_at=epoch(requeue) if requeue and not holds else None,
+            reserved=(str(reserved.get("reason") or ""), str(reserved.get("message") or ""))
+            if reserved is not None else None,
+            needs_readiness=bool(_dependencies(workload)) or bool((meta.get("labels") or {}).get(
+                GROUP_WORKLOAD_LABEL)))
+        if holds and not parsed.finished:
+            parsed.admitted = core_admitted(workload, self._cached_pod_sets(key, workload))
+        if rv:
+            self._parsed_cache[key] = (rv, parsed)
+        return parsed
+
+    def _pending_workload(self, key: str, workload: Obj, parsed: _Parsed, cluster_queue: str,
+                          not_ready: str | None) -> Workload:
+        if parsed.pending is None or parsed.pending_for != (cluster_queue, not_ready):
+            parsed.pending = core_workload(workload, cluster_queue, not_ready=not_ready,
+                                           sets=self._cached_pod_sets(key, workload))
+            parsed.pending_for = (cluster_queue, not_ready)
+        return parsed.pending
 
     # ---- one cycle ------------------------------------------------------------------------------
 
@@ -309,29 +392,26 @@ class AdmissionController:
         missing_lq: dict[str, str] = {}
         failed_deps: dict[str, str] = {}
         by_key: dict[str, Obj] = {}
-        for workload in self._view():
-            if is_finished(workload):
+        for key, workload in self._view():
+            parsed = self._parsed(key, workload)
+            if parsed.finished:
                 continue
-            key = workload_key(workload)
             by_key[key] = workload
-            sets = self._cached_pod_sets(key, workload)
-            if holds_quota(workload):
-                admitted.append(core_admitted(workload, sets))
+            if parsed.admitted is not None:
+                admitted.append(parsed.admitted)
                 continue
-            if (workload.get("spec") or {}).get("active") is False:
+            if parsed.inactive:
                 continue
-            namespace = workload["metadata"].get("namespace") or "default"
-            queue_name = (workload.get("spec") or {}).get("queueName") or ""
-            lq_key = f"{namespace}/{queue_name}"
+            lq_key = f"{parsed.namespace}/{parsed.queue_name}"
             if lq_key not in lq_target:
-                missing_lq[key] = queue_name
+                missing_lq[key] = parsed.queue_name
                 continue
-            not_ready, failed = self._readiness(workload)
+            not_ready, failed = self._readiness(workload) if parsed.needs_readiness else (None, None)
             if failed is not None:
                 failed_deps[key] = failed
                 continue
-            pending.append(core_workload(workload, lq_target[lq_key], not_ready=not_ready, sets=sets))
-        nodes = self._capacity(admitted) if self.options.physical_fit else None
+            pending.append(self._pending_workload(key, workload, parsed, lq_target[lq_key], not_ready))
+        nodes = self._capacity(admitted, by_key) if self.options.physical_fit else None
         snapshot = Snapshot(cqs, flavors, tuple(pending), tuple(admitted), cohorts, nodes, lq_stops,
                             self.options.settings, self.memory)
         return snapshot, missing_lq, failed_deps, by_key
@@ -382,7 +462,7 @@ class AdmissionController:
 
     # ---- physical capacity ----------------------------------------------------------------------
 
-    def _capacity(self, admitted: list[AdmittedWorkload]) -> tuple[NodeCapacity, ...]:
+    def _capacity(self, admitted: list[AdmittedWorkload], by_key: Mapping[str, Obj]) -> tuple[NodeCapacity, ...]:
         free: dict[str, dict[str, int]] = {}
         labels: dict[str, tuple[tuple[str, str], ...]] = {}
         for node in self.nodes.list():
@@ -399,7 +479,6 @@ class AdmissionController:
                 room = free[node_name]
                 for resource, amount in requests.items():
                     room[resource] = room.get(resource, 0) - amount
-        by_key = {workload_key(w): w for w in self._view()}
         for admitted_workload in admitted:
             if admitted_workload.evicting:
                 continue  # its unstarted pods never start
@@ -473,49 +552,93 @@ class AdmissionController:
 
     async def _report_missing_queue(self, workload: Obj, queue_name: str, stamp: str, now: float) -> int:
         message = f'LocalQueue "{queue_name}" doesn\'t exist'
-        if not self._reason_changed(workload, LOCAL_QUEUE_MISSING, message, message, now):
+        key = workload_key(workload)
+        if self._parsed(key, workload).reserved == (LOCAL_QUEUE_MISSING, message):
+            return 0
+        last = self._written.get(key)
+        if last is not None and (last.code, last.message) == (LOCAL_QUEUE_MISSING, message) and (
+                now - last.at < self.options.position_refresh):
             return 0
         status = dict(workload.get("status") or {})
         status["conditions"] = with_condition(conditions_of(workload), QUOTA_RESERVED, "False",
                                               LOCAL_QUEUE_MISSING, message, stamp)
         if await self._write_status(workload, status) is not None:
-            self._written[workload_key(workload)] = _Written(LOCAL_QUEUE_MISSING, message, now)
+            self._written[key] = _Written(LOCAL_QUEUE_MISSING, message, now, (LOCAL_QUEUE_MISSING, message))
             await self.recorder.record(workload, "Warning", "Pending", message)
         return 1
 
-    def _reason_changed(self, workload: Obj, code: str, message: str, full: str, now: float) -> bool:
-        current = find_condition(conditions_of(workload), QUOTA_RESERVED)
-        if current is not None and current.get("reason") == code and current.get("message") == full:
-            return False
-        last = self._written.get(workload_key(workload))
-        return last is None or (last.code, last.message) != (code, message) or (
-            now - last.at >= self.options.position_refresh)
+    def _refill_refresh_tokens(self, now: float) -> None:
+        rate = self.options.position_writes_per_second
+        if self._refresh_at is not None:
+            self._refresh_tokens = min(rate, self._refresh_tokens + (now - self._refresh_at) * rate)
+        else:
+            self._refresh_tokens = rate
+        self._refresh_at = now
 
     async def _report_waiting(self, waiting: Mapping[str, WaitReason], by_key: dict[str, Obj], stamp: str,
                               now: float, budget: int) -> int:
-        for key, wait in sorted(waiting.items(), key=lambda kv: (kv[1].position is None, kv[1].position or 0)):
+        """Write each waiting workload's reason, nearest the head first. A new gist (see ``_gist``) is
+        written with the attempt annotation and an Event, within ``budget`` writes per cycle (the rest
+        next cycle) and at most every ``reason_min_interval`` per workload (the first at once); a change
+        of details only at most every ``position_refresh`` per workload and ``position_writes_per_second``
+        over all of them. Nothing is written when the stored condition already says it."""
+        self._refill_refresh_tokens(now)
+        due: list[tuple[int, str, WaitReason, bool]] = []
+        retry_at: float | None = None
+        for key, wait in waiting.items():
+            previous = self._written.get(key)
+            if previous is None:
+                new_gist = True
+            else:
+                new_gist = (previous.code, previous.message) != (wait.code, wait.message) and (
+                    previous.gist != _gist(wait.reason))
+                wait_for = self.options.reason_min_interval if new_gist else self.options.position_refresh
+                if now - previous.at < wait_for:
+                    if new_gist:
+                        retry_at = min(retry_at or math.inf, previous.at + wait_for)
+                    continue
+            due.append((-1 if wait.position is None else wait.position, key, wait, new_gist))
+        if retry_at is not None:
+            self._wake_at(retry_at - now)
+        due.sort(key=lambda item: (item[0] < 0, item[0]))
+        for _, key, wait, new_gist in due:
             workload = by_key.get(key)
-            if workload is None or holds_quota(workload):
+            if workload is None:
+                continue
+            parsed = self._parsed(key, workload)
+            if parsed.holds:
+                continue
+            if not new_gist and self._refresh_tokens < 1:
                 continue
             full = wait.describe()
-            if not self._reason_changed(workload, wait.code, wait.message, full, now):
+            if parsed.reserved == (wait.code, full):
                 continue
-            if budget <= 0:
-                return 0
-            budget -= 1
-            previous = self._written.get(key)
-            reason_changed = previous is None or (previous.code, previous.message) != (wait.code, wait.message)
+            if new_gist:
+                if budget <= 0:
+                    return 0
+                budget -= 1
+            else:
+                self._refresh_tokens -= 1
             status = dict(workload.get("status") or {})
             status["conditions"] = with_condition(conditions_of(workload), QUOTA_RESERVED, "False", wait.code,
                                                   full, stamp)
             written = await self._write_status(workload, status)
             if written is None:
                 continue
-            self._written[key] = _Written(wait.code, wait.message, now)
-            if reason_changed:
+            self._written[key] = _Written(wait.code, wait.message, now, _gist(wait.reason))
+            if new_gist:
                 await self._record_attempt(written, wait, stamp)
                 await self.recorder.record(workload, "Normal", "Pending", f"{wait.code}: {wait.message}")
         return budget
+
+    def _wake_at(self, delay: float) -> None:
+        """Run a cycle after ``delay`` seconds (a deferred reason is due), unless one is due sooner."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(0.0, delay)
+        if self._retry_timer is None or self._retry_timer.when() <= loop.time() or when < self._retry_timer.when():
+            if self._retry_timer is not None:
+                self._retry_timer.cancel()
+            self._retry_timer = loop.call_at(when, self._wake.set)
 
     async def _record_attempt(self, workload: Obj, wait: WaitReason, stamp: str) -> None:
         """The last admission attempt, for ``capstan describe workload`` (an annotation: it survives a
@@ -542,7 +665,12 @@ class AdmissionController:
     # ---- queue status ---------------------------------------------------------------------------
 
     async def _queue_statuses(self, result: CycleResult, snapshot: Snapshot, stamp: str, now: float) -> None:
+        if now - self._statuses_at < self.options.status_interval:
+            self._deferred_status()  # each queue's status is written at most this often anyway
+            return
+        self._statuses_at = now
         known = set(snapshot.flavors)
+        misconfigured = self._misconfigured(result)
         active_by_cq: dict[str, bool] = {}
         admitted_count: dict[str, int] = {}
         for admitted in snapshot.admitted:
@@ -552,19 +680,21 @@ class AdmissionController:
             admitted_count[admission.cluster_queue] = admitted_count.get(admission.cluster_queue, 0) + 1
         for cq in self.cqs.list():
             name = cq["metadata"]["name"]
-            active = active_condition(cq, known, self._misconfigured(name, result), stamp)
+            active = active_condition(cq, known, misconfigured.get(name), stamp)
             active_by_cq[name] = active["status"] == "True"
             wanted = cluster_queue_status(cq, result.queues.get(name), admitted_count.get(name, 0), active)
             await self._write_queue_status(cq, wanted, now)
         await self._local_queue_statuses(result, snapshot, active_by_cq, stamp, now)
 
     @staticmethod
-    def _misconfigured(name: str, result: CycleResult) -> str | None:
-        """A cohort-tree problem the core found (e.g. a cycle of parents), unless flavors explain it."""
+    def _misconfigured(result: CycleResult) -> dict[str, str]:
+        """Per ClusterQueue, a cohort-tree problem the core found (e.g. a cycle of parents), unless
+        flavors explain it."""
+        found: dict[str, str] = {}
         for wait in result.waiting.values():
-            if wait.cluster_queue == name and wait.code == "Misconfigured" and "not found" not in wait.message:
-                return wait.message
-        return None
+            if wait.code == "Misconfigured" and "not found" not in wait.message:
+                found.setdefault(wait.cluster_queue, wait.message)
+        return found
 
     async def _local_queue_statuses(self, result: CycleResult, snapshot: Snapshot, active_by_cq: dict[str, bool],
                                     stamp: str, now: float) -> None:

@@ -110,7 +110,7 @@ class JobIntegration(Controller):
         self.pods = informers.informer(registry.lookup("pods"))
         self.priorities = informers.informer(self.priority_rt)
         self.watch(self.jobs, predicate=lambda _c, obj, _o: is_queued_job(obj))
-        self.watch(self.workloads, self._job_of_workload)
+        self.watch(self.workloads, self._job_of_workload, predicate=_workload_change_matters)
         # (namespace, Job name) -> names of the Workloads a Job of that name controls (any uid):
         # finding orphans costs what they are, not a scan of the namespace's Workloads.
         self._workloads_of_job: dict[ObjectKey, set[str]] = {}
@@ -343,6 +343,19 @@ class JobIntegration(Controller):
             return
         except ConflictError:
             raise
+
+
+def _workload_state(workload: Obj) -> tuple[object, ...]:
+    """Everything of a Workload that the Job integration acts on."""
+    status = workload.get("status") or {}
+    return (workload["metadata"].get("uid"), holds_quota(workload), is_evicted(workload), is_finished(workload),
+            status.get("admission"))
+
+
+def _workload_change_matters(change: str, workload: Obj, old: Obj | None) -> bool:
+    """Skip Workload updates the Job does not follow (a refreshed wait reason, an annotation): at scale
+    they are most updates, and each would cost a reconcile."""
+    return change != "MODIFIED" or old is None or old is workload or _workload_state(old) != _workload_state(workload)
 
 
 def _original_scheduling(job: Obj) -> dict[str, Any] | None:
