@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from capstan.core.scheduling.queueing.flavors import (
     FIT_BORROW,
+    NEVER,
     PREEMPT,
     PREEMPT_BORROW,
     Assignment,
@@ -88,6 +89,7 @@ class _Cycle:
         self.evaluated = 0
         self.placement = Placement(snapshot.nodes, snapshot.flavors) if snapshot.nodes is not None else None
         self.running: dict[str, list[Running]] = {}
+        self.running_by_key: dict[str, Running] = {}
         self.admitted_keys: set[str] = set()
         self.guards: dict[str, frozenset[str]] = {}
         self.queues: dict[str, _Queue] = {}
@@ -125,9 +127,10 @@ class _Cycle:
                 continue
             usage = admitted.usage()
             owner.add_all(usage)
-            self.running.setdefault(workload.cluster_queue, []).append(Running(
-                workload.key, workload.cluster_queue, workload.priority, workload.created, admitted.admitted_at,
-                usage, admitted.evicting, guards))
+            running = Running(workload.key, workload.cluster_queue, workload.priority, workload.created,
+                              admitted.admitted_at, usage, admitted.evicting, guards)
+            self.running.setdefault(workload.cluster_queue, []).append(running)
+            self.running_by_key[workload.key] = running
             self._drain_if_stopped(admitted.evicting, workload)
 
     def _drain_if_stopped(self, evicting: bool, workload: Workload) -> None:
@@ -280,6 +283,7 @@ class _Cycle:
     def _decide(self, queue: _Queue, workload: Workload, assignment: Assignment) -> bool:
         waiting_for = [v for v in self.memory.nominated.get(workload.key, ()) if v in self.admitted_keys]
         if waiting_for:
+            self._hold_for_preemptor(queue, waiting_for, assignment)
             self._set_reason(queue, workload, Reason(
                 "PreemptionInProgress", f"waiting for {len(waiting_for)} preempted workload(s) to release quota: "
                 f"{', '.join(waiting_for)}"))
@@ -297,6 +301,21 @@ class _Cycle:
         assert assignment.reason is not None
         self._set_reason(queue, workload, assignment.reason)
         return False
+
+    def _hold_for_preemptor(self, queue: _Queue, victims: list[str], assignment: Assignment) -> None:
+        """A nominated preemptor waits for its victims to release their quota. As in the cycle that chose
+        them, the preemption is applied virtually: that quota is the preemptor's, so workloads decided
+        after it neither wait for those evictions nor count on the quota they free."""
+        if assignment.rank == NEVER or not assignment.usage:
+            return
+        for key in victims:
+            running = self.running_by_key.get(key)
+            if running is None or key in self.finder.taken:
+                continue
+            self.tree.queues[running.queue].add_all(running.usage, -1)
+            self.finder.taken.add(key)
+        queue.node.add_all(assignment.usage)
+        self.version[queue.node.root.name] += 1
 
     def _admit(self, queue: _Queue, workload: Workload, assignment: Assignment) -> None:
         queue.node.add_all(assignment.usage)

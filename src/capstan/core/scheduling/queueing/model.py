@@ -216,6 +216,15 @@ class Workload:
     local_queue: str = ""
     not_ready: str | None = None
     requeue_at: float | None = None
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Hashed every cycle (settled-workload fingerprints): computed once.
+        object.__setattr__(self, "_hash", hash((self.key, self.cluster_queue, self.pod_sets, self.priority,
+                                                self.created, self.local_queue, self.not_ready, self.requeue_at)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,19 +256,22 @@ class AdmittedWorkload:
     admitted_at: float = 0.0
     evicting: bool = False
     preempted: frozenset[str] = frozenset()
+    _usage: dict[FlavorResource, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        total = self._usage  # computed once: every cycle adds every admitted workload's usage
+        for assignment in self.assignments:
+            flavors = assignment.flavor_of
+            for resource, amount in assignment.usage.items():
+                fr = (flavors.get(resource, ""), resource)
+                total[fr] = total.get(fr, 0) + amount
 
     @property
     def key(self) -> str:
         return self.workload.key
 
     def usage(self) -> dict[FlavorResource, int]:
-        total: dict[FlavorResource, int] = {}
-        for assignment in self.assignments:
-            flavors = assignment.flavor_of
-            for resource, amount in assignment.usage.items():
-                fr = (flavors.get(resource, ""), resource)
-                total[fr] = total.get(fr, 0) + amount
-        return total
+        return dict(self._usage)
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,7 +104,8 @@ class VictimFinder:
              need: Mapping[FlavorResource, int]) -> Victims | None:
         """Victims that make room for ``need``; ``waiting_for`` if evictions in flight suffice; None if none."""
         queues = self._tree_queues(node)
-        evicting = [r for q in queues for r in self.running.get(q, ()) if r.evicting]
+        # Evictions in flight, except those a nominated preemptor already holds (see _Cycle).
+        evicting = [r for q in queues for r in self.running.get(q, ()) if r.evicting and r.key not in self.taken]
         for r in evicting:
             self.tree.queues[r.queue].add_all(r.usage, -1)
         try:
