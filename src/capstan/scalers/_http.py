@@ -195,6 +195,17 @@ class HttpSource:
     headers: Mapping[str, str] = field(default_factory=dict)
     _client: httpx.AsyncClient | None = None
 
+    @classmethod
+    def from_metadata(cls, config: ScalerConfig, supported_auth_modes: tuple[str, ...], *,
+                      headers_field: str | None = None) -> HttpSource:
+        """From KEDA's fields common to the HTTP triggers: ``timeout``, ``authModes`` (and their
+        parameters), ``unsafeSsl`` and, for the scalers that take them, ``headers_field``'s headers."""
+        timeout = duration_seconds(config, "timeout") or config.timeout_seconds
+        auth = parse_auth(config, supported_auth_modes)
+        unsafe_ssl = md.boolean(config, "unsafeSsl", False)
+        headers = key_values(config, headers_field) if headers_field else {}
+        return cls(config=config, auth=auth, unsafe_ssl=unsafe_ssl, timeout=timeout, headers=headers)
+
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
             try:

@@ -214,13 +214,7 @@ class MetricsApiScaler(Scaler):
         if md.boolean(config, "aggregateFromKubeServiceEndpoints", False):
             raise ScalerConfigError(f"{config.label}: metadata.aggregateFromKubeServiceEndpoints is not supported "
                                     "by Capstan; point url at one endpoint that aggregates")
-        timeout = _http.duration_seconds(config, "timeout") or config.timeout_seconds
-        self.http = _http.HttpSource(
-            config=config,
-            auth=_http.parse_auth(config, SUPPORTED_AUTH_MODES),
-            unsafe_ssl=md.boolean(config, "unsafeSsl", False),
-            timeout=timeout,
-        )
+        self.http = _http.HttpSource.from_metadata(config, SUPPORTED_AUTH_MODES)
         # KEDA names this metric "metric-api-<valueLocation>" (singular), whatever the trigger type says.
         self.metric = md.metric_name(dataclasses.replace(config, trigger_type="metric-api"),
                                      _keda_normalize(self.value_location))

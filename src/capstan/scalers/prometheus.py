@@ -37,14 +37,7 @@ class PrometheusScaler(Scaler):
         self.namespace = md.raw(config, "namespace")
         self.query_parameters = _http.key_values(config, "queryParameters")
         self.ignore_null_values = md.boolean(config, "ignoreNullValues", True)
-        timeout = _http.duration_seconds(config, "timeout") or config.timeout_seconds
-        self.http = _http.HttpSource(
-            config=config,
-            auth=_http.parse_auth(config, SUPPORTED_AUTH_MODES),
-            unsafe_ssl=md.boolean(config, "unsafeSsl", False),
-            timeout=timeout,
-            headers=_http.key_values(config, "customHeaders"),
-        )
+        self.http = _http.HttpSource.from_metadata(config, SUPPORTED_AUTH_MODES, headers_field="customHeaders")
         self.metric = md.metric_name(config)
         if config.metadata.get("awsRegion"):
             raise ScalerConfigError(f"{config.label}: metadata.awsRegion: Amazon Managed Prometheus (SigV4) is "
