@@ -11,6 +11,7 @@ import contextlib
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from capstan.controllers.autoscaling.cache import Reading
 from capstan.controllers.metrics import REGISTRY
 
 _SCALER = ["namespace", "scaledObject", "type", "scaler", "triggerIndex", "metric"]
@@ -51,3 +52,13 @@ def forget_scaled_object(namespace: str, name: str) -> None:
     for gauge in (SCALED_OBJECT_PAUSED, SCALED_OBJECT_REPLICAS, SCALED_OBJECT_DESIRED):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, name)
+
+
+def observe_read(labels: tuple[str, ...], read: Reading) -> None:
+    """The scaler series (``_SCALER`` labels, in order) for one metric read by a pass."""
+    SCALER_LATENCY.labels(*labels).set(read.seconds)
+    if read.error is not None:
+        SCALER_ERRORS.labels(*labels).inc()
+    elif read.result is not None:
+        SCALER_METRICS_VALUE.labels(*labels).set(read.result.value)
+        SCALER_ACTIVE.labels(*labels).set(1 if read.result.active else 0)

@@ -19,27 +19,22 @@ push scaler wakes it; KEDA ignores push scalers for ScaledJobs, Capstan uses the
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from capstan.api.errors import ConflictError, NotFoundError
 from capstan.api.keda import PAUSED_ANNOTATION, SCALED_JOB_NAME_LABEL, ScaledJob
-from capstan.api.registry import causes_from_validation
 from capstan.controllers.autoscaling import metrics as m
-from capstan.controllers.autoscaling.cache import Reading, ScalerCache, ScalerSet
+from capstan.controllers.autoscaling.cache import Reading, ScalerSet
 from capstan.controllers.autoscaling.common import (
     AutoscalingOptions,
     merge_conditions,
     trigger_configs,
 )
-from capstan.controllers.autoscaling.scaledobject import NotReadyError
-from capstan.controllers.autoscaling.schedule import PollScheduler
+from capstan.controllers.autoscaling.polling import Key, NotReadyError, PollingController, validated
 from capstan.controllers.autoscaling.triggers import TriggerSetupError
 from capstan.controllers.events import EventRecorder, utcnow
 from capstan.controllers.informer import ChangeType, InformerFactory
@@ -61,7 +56,6 @@ log = logging.getLogger(__name__)
 
 GENERATION_ANNOTATION = "scaledjob.keda.sh/generation"
 LAST_DECISION = "capstanLastDecision"
-Key = tuple[str, str]
 
 
 def job_finished(job: Obj) -> str | None:
@@ -102,44 +96,28 @@ def job_reading(trigger_name: str, reads: Sequence[Reading]) -> JobTriggerReadin
     return JobTriggerReading(trigger_name, value, spec.target, spec.activation_target, active=active)
 
 
-class ScaledJobController:
+class ScaledJobController(PollingController):
     name = "scaledjob"
+    resource = "scaledjobs"
+    kind = "ScaledJob"
+    errors = m.SCALED_JOB_ERRORS
 
     def __init__(self, informers: InformerFactory, store: Store, recorder: EventRecorder, *,
                  options: AutoscalingOptions | None = None, clock: Callable[[], datetime] = utcnow) -> None:
-        self.store = store
-        self.recorder = recorder
-        self.options = options or AutoscalingOptions()
-        self.clock = clock
-        self.rt = store.registry.lookup("scaledjobs")
+        super().__init__(informers, store, recorder, options=options, clock=clock)
         self.jobs_rt = store.registry.lookup("jobs")
         self.pods_rt = store.registry.lookup("pods")
-        self.informer = informers.informer(self.rt)
-        self.cache = ScalerCache()
-        self.scheduler: PollScheduler[Key] = PollScheduler(self._pass, kind="ScaledJob",
-                                                           concurrency=self.options.concurrency)
-        self._closing: set[asyncio.Task[None]] = set()
-        self.informer.add_handler(self._on_change)
 
     def _on_change(self, change: ChangeType, obj: Obj, old: Obj | None) -> None:
         meta = obj["metadata"]
         key = (meta.get("namespace") or "default", meta["name"])
         if change == "DELETED":
             self.scheduler.remove(key)
-            task = asyncio.get_running_loop().create_task(self.cache.drop(key))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._drop_scalers_soon(key)
             return
         if old is None or meta.get("generation") != old["metadata"].get("generation") \
                 or meta.get("annotations") != old["metadata"].get("annotations"):
             self.scheduler.wake(key)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        await self.informer.wait_synced()
-        try:
-            await self.scheduler.run(stop)
-        finally:
-            await self.cache.close_all()
 
     async def _pass(self, key: Key) -> float | None:
         namespace, name = key
@@ -147,24 +125,12 @@ class ScaledJobController:
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             await self.cache.drop(key)
             return None
-        interval = float((obj.get("spec") or {}).get("pollingInterval") or 30)
-        try:
-            await self.reconcile(obj)
-        except ConflictError:
-            return 1.0
-        except NotReadyError as exc:
-            m.SCALED_JOB_ERRORS.labels(namespace, name).inc()
-            await self._reject(obj, exc)
-        return interval
+        return await self._poll(obj)
 
     async def reconcile(self, obj: Obj) -> JobScaleDecision | None:
         meta = obj["metadata"]
         namespace, name = meta.get("namespace") or "default", meta["name"]
-        try:
-            model = ScaledJob.model_validate(obj)
-        except ValidationError as exc:
-            causes = "; ".join(f"{c.field}: {c.message}" for c in causes_from_validation(exc))
-            raise NotReadyError("ScaledJobCheckFailed", causes) from None
+        model = validated(ScaledJob, obj, "ScaledJobCheckFailed")
         spec = model.spec
         jobs = await self._jobs(obj)
         jobs = await self._rollout(obj, model, jobs)
@@ -184,13 +150,7 @@ class ScaledJobController:
             own = [r for r in reads if r.index == index]
             readings.append(job_reading(trigger.name or f"triggers[{index}]", own))
             for read in own:
-                labels = (namespace, name, "scaledjob", trigger.type, str(index), read.spec.name)
-                m.SCALER_LATENCY.labels(*labels).set(read.seconds)
-                if read.error is not None:
-                    m.SCALER_ERRORS.labels(*labels).inc()
-                elif read.result is not None:
-                    m.SCALER_METRICS_VALUE.labels(*labels).set(read.result.value)
-                    m.SCALER_ACTIVE.labels(*labels).set(1 if read.result.active else 0)
+                m.observe_read((namespace, name, "scaledjob", trigger.type, str(index), read.spec.name), read)
         decision = decide_scaled_job(ScaledJobSettings.from_spec(spec), readings, running, pending)
         created = [await self._create_job(obj) for _ in range(decision.jobs_to_create)]
         if created:
@@ -341,15 +301,3 @@ class ScaledJobController:
         with contextlib.suppress(NotFoundError):
             await self.store.patch(self.rt, meta["name"], meta.get("namespace"), {"status": patch},
                                    subresource="status")
-
-    async def _reject(self, obj: Obj, exc: NotReadyError) -> None:
-        current = obj.get("status") or {}
-        conditions = merge_conditions(current.get("conditions"), [
-            {"type": "Ready", "status": "False", "reason": exc.reason, "message": exc.message}], self.clock())
-        if conditions == current.get("conditions"):
-            return
-        await self.recorder.record(obj, "Warning", exc.reason, exc.message)
-        meta = obj["metadata"]
-        with contextlib.suppress(NotFoundError):
-            await self.store.patch(self.rt, meta["name"], meta.get("namespace"),
-                                   {"status": {"conditions": conditions}}, subresource="status")

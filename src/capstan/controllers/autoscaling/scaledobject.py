@@ -24,7 +24,6 @@ stabilization windows may therefore end up to that long early.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -34,17 +33,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
-from capstan.api.errors import Cause, ConflictError, InvalidError, NotFoundError
+from capstan.api.errors import Cause, InvalidError, NotFoundError
 from capstan.api.keda import (
     COMPOSITE_METRIC_NAME,
     SCALED_OBJECT_NAME_LABEL,
     ScaledObject,
 )
-from capstan.api.registry import ResourceType, causes_from_validation
+from capstan.api.registry import ResourceType
 from capstan.controllers.autoscaling import metrics as m
-from capstan.controllers.autoscaling.cache import Reading, ScalerCache, ScalerSet
+from capstan.controllers.autoscaling.cache import Reading, ScalerSet
 from capstan.controllers.autoscaling.common import (
     AutoscalingOptions,
     TargetIndex,
@@ -52,7 +49,7 @@ from capstan.controllers.autoscaling.common import (
     selector_of,
     trigger_configs,
 )
-from capstan.controllers.autoscaling.schedule import PollScheduler
+from capstan.controllers.autoscaling.polling import Key, NotReadyError, PollingController, validated
 from capstan.controllers.autoscaling.triggers import TriggerSetupError, pod_template_spec
 from capstan.controllers.events import EventRecorder, utcnow
 from capstan.controllers.informer import ChangeType, InformerFactory
@@ -75,7 +72,6 @@ FINALIZER = "finalizer.keda.sh"
 LAST_DECISION = "capstanLastDecision"
 STATE = "capstanState"
 COSMETIC_FIELDS = (LAST_DECISION, STATE, "lastActiveTime")
-Key = tuple[str, str]
 
 
 # ---- state kept in status -------------------------------------------------------------------------
@@ -199,33 +195,17 @@ class _Memory:
     paused: bool = False
 
 
-class NotReadyError(Exception):
-    """A ScaledObject that cannot be acted on: Ready=False with this reason and message."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-class ScaledObjectController:
+class ScaledObjectController(PollingController):
     name = "scaledobject"
+    resource = "scaledobjects"
+    kind = "ScaledObject"
+    errors = m.SCALED_OBJECT_ERRORS
 
     def __init__(self, informers: InformerFactory, store: Store, recorder: EventRecorder, *,
                  options: AutoscalingOptions | None = None, clock: Callable[[], datetime] = utcnow) -> None:
-        self.store = store
-        self.recorder = recorder
-        self.options = options or AutoscalingOptions()
-        self.clock = clock
-        self.rt = store.registry.lookup("scaledobjects")
-        self.informer = informers.informer(self.rt)
         self.targets = TargetIndex()
-        self.cache = ScalerCache()
-        self.scheduler: PollScheduler[Key] = PollScheduler(self._pass, kind="ScaledObject",
-                                                           concurrency=self.options.concurrency)
         self._memory: dict[Key, _Memory] = {}
-        self._closing: set[asyncio.Task[None]] = set()
-        self.informer.add_handler(self._on_change)
+        super().__init__(informers, store, recorder, options=options, clock=clock)
 
     # ---- wiring ----------------------------------------------------------------------------
 
@@ -258,16 +238,7 @@ class ScaledObjectController:
         self.scheduler.remove(key)
         self._memory.pop(key, None)
         m.forget_scaled_object(*key)
-        task = asyncio.get_running_loop().create_task(self.cache.drop(key))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        await self.informer.wait_synced()
-        try:
-            await self.scheduler.run(stop)
-        finally:
-            await self.cache.close_all()
+        self._drop_scalers_soon(key)
 
     # ---- one pass -----------------------------------------------------------------------------
 
@@ -279,15 +250,7 @@ class ScaledObjectController:
         if obj["metadata"].get("deletionTimestamp"):
             await self._finalize(obj)
             return None
-        interval = float((obj.get("spec") or {}).get("pollingInterval") or 30)
-        try:
-            await self.reconcile(obj)
-        except ConflictError:
-            return 1.0
-        except NotReadyError as exc:
-            m.SCALED_OBJECT_ERRORS.labels(namespace, name).inc()
-            await self._reject(obj, exc)
-        return interval
+        return await self._poll(obj)
 
     async def reconcile(self, obj: Obj) -> ScaledObjectDecision | None:
         """One pass over a live (not deleting) ScaledObject; raises NotReadyError for bad input."""
@@ -295,11 +258,7 @@ class ScaledObjectController:
         meta = obj["metadata"]
         namespace, name = meta.get("namespace") or "default", meta["name"]
         key = (namespace, name)
-        try:
-            model = ScaledObject.model_validate(obj)
-        except ValidationError as exc:
-            causes = "; ".join(f"{c.field}: {c.message}" for c in causes_from_validation(exc))
-            raise NotReadyError("ScaledObjectCheckFailed", causes) from None
+        model = validated(ScaledObject, obj, "ScaledObjectCheckFailed")
         spec = model.spec
         target_rt, target = await self._target(obj)
         scaler_set = await self._scalers(key, obj, model, target)
@@ -406,14 +365,7 @@ class ScaledObjectController:
             trigger = model.spec.triggers[read.index]
             reading = trigger_reading(trigger.type, trigger.name, trigger.metric_type, read)
             readings.append(reading)
-            labels = (namespace, name, "scaledobject", trigger.type, str(read.index), read.spec.name)
-            m.SCALER_LATENCY.labels(*labels).set(read.seconds)
-            if read.error is not None:
-                m.SCALER_ERRORS.labels(*labels).inc()
-            else:
-                assert read.result is not None
-                m.SCALER_METRICS_VALUE.labels(*labels).set(read.result.value)
-                m.SCALER_ACTIVE.labels(*labels).set(1 if read.result.active else 0)
+            m.observe_read((namespace, name, "scaledobject", trigger.type, str(read.index), read.spec.name), read)
         return readings
 
     def _remember(self, key: Key, obj: Obj) -> _Memory:
@@ -492,20 +444,10 @@ class ScaledObjectController:
                                subresource="status")
         memory.written_at = time.monotonic()
 
-    async def _reject(self, obj: Obj, exc: NotReadyError) -> None:
-        status = dict(obj.get("status") or {})
-        updates = [{"type": "Ready", "status": "False", "reason": exc.reason, "message": exc.message},
-                   {"type": "Active", "status": "False", "reason": exc.reason,
-                    "message": "scaling is not performed: the ScaledObject is not ready"}]
-        now = self.clock()
-        conditions = merge_conditions(status.get("conditions"), updates, now)
-        if conditions == status.get("conditions"):
-            return
-        await self.recorder.record(obj, "Warning", exc.reason, exc.message)
-        meta = obj["metadata"]
-        with contextlib.suppress(NotFoundError):
-            await self.store.patch(self.rt, meta["name"], meta.get("namespace"),
-                                   {"status": {"conditions": conditions}}, subresource="status")
+    def _not_ready_conditions(self, exc: NotReadyError) -> list[Mapping[str, Any]]:
+        return [*super()._not_ready_conditions(exc),
+                {"type": "Active", "status": "False", "reason": exc.reason,
+                 "message": "scaling is not performed: the ScaledObject is not ready"}]
 
     async def _finalize(self, obj: Obj) -> None:
         meta = obj["metadata"]
