@@ -162,24 +162,18 @@ async def auth_params(store: Store, namespace: str, index: int, trigger: ScaleTr
                                         f"{item.name!r} is not set in the scale target's container",
                                         "TriggerAuthenticationInvalid")
             params[item.parameter] = container_env[item.name]
-    for secret_ref in spec.secret_target_ref or []:
-        data = await _secret_data(store, secret_ref.name, secrets_namespace)
-        if data is None:
-            raise TriggerSetupError(f'{where}: {what} secretTargetRef: Secret "{secret_ref.name}" not found in '
-                                    f'namespace "{secrets_namespace}"', "TriggerAuthenticationInvalid")
-        if secret_ref.key not in data:
-            raise TriggerSetupError(f'{where}: {what} secretTargetRef: Secret "{secret_ref.name}" has no key '
-                                    f"{secret_ref.key!r}", "TriggerAuthenticationInvalid")
-        params[secret_ref.parameter] = data[secret_ref.key]
-    for cm_ref in spec.config_map_target_ref or []:
-        data = await _configmap_data(store, cm_ref.name, secrets_namespace)
-        if data is None:
-            raise TriggerSetupError(f'{where}: {what} configMapTargetRef: ConfigMap "{cm_ref.name}" not found in '
-                                    f'namespace "{secrets_namespace}"', "TriggerAuthenticationInvalid")
-        if cm_ref.key not in data:
-            raise TriggerSetupError(f'{where}: {what} configMapTargetRef: ConfigMap "{cm_ref.name}" has no key '
-                                    f"{cm_ref.key!r}", "TriggerAuthenticationInvalid")
-        params[cm_ref.parameter] = data[cm_ref.key]
+    sources = (("secretTargetRef", "Secret", spec.secret_target_ref, _secret_data),
+               ("configMapTargetRef", "ConfigMap", spec.config_map_target_ref, _configmap_data))
+    for field, kind, target_refs, read_data in sources:
+        for target_ref in target_refs or []:
+            data = await read_data(store, target_ref.name, secrets_namespace)
+            if data is None:
+                raise TriggerSetupError(f'{where}: {what} {field}: {kind} "{target_ref.name}" not found in '
+                                        f'namespace "{secrets_namespace}"', "TriggerAuthenticationInvalid")
+            if target_ref.key not in data:
+                raise TriggerSetupError(f'{where}: {what} {field}: {kind} "{target_ref.name}" has no key '
+                                        f"{target_ref.key!r}", "TriggerAuthenticationInvalid")
+            params[target_ref.parameter] = data[target_ref.key]
     if spec.file_path:
         params.update(_file_params(where, what, spec.file_path, options))
     return params
