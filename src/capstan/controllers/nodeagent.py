@@ -58,6 +58,7 @@ INITIAL_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 300.0
 BACKOFF_RESET_SECONDS = 600.0
 CONFIG_RETRY_SECONDS = 2.0
+MIN_REQUEUE_SECONDS = 0.01
 SHUTDOWN_GRACE_CAP_SECONDS = 25.0
 _ENV_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
@@ -266,7 +267,9 @@ class NodeAgent(Controller):
         if isinstance(state, Running) or uid in self._stopping:
             return state
         if state is None:
-            return await self._start(pod, container, 0, wake)
+            started = await self._start(pod, container, 0, wake)
+            self._plan_restart_if_exited(pod, name, started, wake, init=init)
+            return started
         if not self._should_restart(pod, state, init=init):
             return state
         backoff = self._backoff_for(pod, name, state)
@@ -275,7 +278,18 @@ class NodeAgent(Controller):
             wake.append(backoff.restart_at - now)
             return state
         self._last_exit[(uid, name)] = state
-        return await self._start(pod, container, state.attempt + 1, wake)
+        started = await self._start(pod, container, state.attempt + 1, wake)
+        self._plan_restart_if_exited(pod, name, started, wake, init=init)
+        return started
+
+    def _plan_restart_if_exited(self, pod: Obj, name: str, state: ContainerState | None, wake: list[float], *,
+                                init: bool) -> None:
+        """A container can exit before its start returns (a fast crash): plan its restart now,
+        so its status shows the back-off and the pod is looked at again when it is due."""
+        if not isinstance(state, Exited) or not self._should_restart(pod, state, init=init):
+            return
+        backoff = self._backoff_for(pod, name, state)
+        wake.append(max(backoff.restart_at - time.time(), MIN_REQUEUE_SECONDS))
 
     def _should_restart(self, pod: Obj, state: Exited, *, init: bool) -> bool:
         policy = (pod.get("spec") or {}).get("restartPolicy") or "Always"
@@ -745,7 +759,12 @@ def _phase(pod: Obj, init_statuses: list[Obj], statuses: list[Obj], initialized:
         return "Failed" if failed_init and policy == "Never" else "Pending"
     states = [s.get("state") or {} for s in statuses]
     if all("terminated" in s for s in states):
-        return "Succeeded" if all(s["terminated"].get("exitCode") == 0 for s in states) else "Failed"
+        succeeded = all(s["terminated"].get("exitCode") == 0 for s in states)
+        # As the kubelet: a container that will be restarted keeps the pod Running, even in
+        # the instant between its exit and its restart.
+        if policy == "Always" or (policy == "OnFailure" and not succeeded):
+            return "Running"
+        return "Succeeded" if succeeded else "Failed"
     if any("running" in s for s in states) or any(
             "waiting" in s and (st.get("lastState") or {}).get("terminated") for s, st in zip(states, statuses,
                                                                                           strict=True)):
