@@ -82,6 +82,7 @@ class Tracker:
     holding: dict[str, tuple[float, int]] = field(default_factory=dict)  # workload key -> (since, cpu)
     cpu_seconds: float = 0.0
     held: dict[str, list[float]] = field(default_factory=dict)  # class -> seconds each hold lasted
+    evicted_holds: set[str] = field(default_factory=set)  # holds that saw an eviction (not counted in held)
 
     def on_workload(self, change: str, workload: Obj, old: Obj | None) -> None:
         now = time.monotonic()
@@ -90,6 +91,8 @@ class Tracker:
         owner = next((r["name"] for r in meta.get("ownerReferences") or [] if r.get("kind") == "Job"), None)
         job = f"{meta.get('namespace')}/{owner}" if owner else None
         holds = change != "DELETED" and holds_quota(workload) and not is_finished(workload)
+        if holds and is_evicted(workload):
+            self.evicted_holds.add(key)
         if holds and key not in self.holding:
             cpu = sum(resource_amount("cpu", a.get("resourceUsage", {}).get("cpu", "0"))
                       for a in workload["status"]["admission"]["podSetAssignments"])
@@ -99,8 +102,9 @@ class Tracker:
         elif not holds and key in self.holding:
             since, cpu = self.holding.pop(key)
             self.cpu_seconds += cpu * (now - since)
-            if job is not None and job in self.klass and is_finished(workload):
+            if job is not None and job in self.klass and is_finished(workload) and key not in self.evicted_holds:
                 self.held.setdefault(self.klass[job], []).append(now - since)
+            self.evicted_holds.discard(key)
         if job is not None and (change == "DELETED" or is_finished(workload)):
             self.finished.add(job)
 
@@ -113,6 +117,7 @@ class SimKubelet:
         self.pods_rt = store.registry.lookup("pods")
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.pending: asyncio.Queue[Obj] = asyncio.Queue()
+        self.tasks: set[asyncio.Task[None]] = set()
         informers.informer(self.pods_rt).add_handler(self._on_pod)
 
     def _on_pod(self, change: str, pod: Obj, old: Obj | None) -> None:
@@ -140,14 +145,19 @@ class SimKubelet:
                 getter.cancel()
                 return
             pod = getter.result()
-            meta = pod["metadata"]
-            self.timers.pop(meta["uid"], None)
-            with contextlib.suppress(Exception):
-                if meta.get("deletionTimestamp"):
-                    await self.store.delete(self.pods_rt, meta["name"], meta["namespace"], uid=meta["uid"])
-                else:
-                    await self.store.patch(self.pods_rt, meta["name"], meta["namespace"],
-                                           {"status": {"phase": "Succeeded"}}, subresource="status")
+            self.timers.pop(pod["metadata"]["uid"], None)
+            task = asyncio.create_task(self._finish(pod))  # pods are independent, as a kubelet's workers are
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _finish(self, pod: Obj) -> None:
+        meta = pod["metadata"]
+        with contextlib.suppress(Exception):
+            if meta.get("deletionTimestamp"):
+                await self.store.delete(self.pods_rt, meta["name"], meta["namespace"], uid=meta["uid"])
+            else:
+                await self.store.patch(self.pods_rt, meta["name"], meta["namespace"],
+                                       {"status": {"phase": "Succeeded"}}, subresource="status")
 
 
 def queue_objects() -> list[Obj]:

@@ -13,8 +13,9 @@ the number of pods in the cache.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -83,13 +84,18 @@ class Scheduler(Controller):
         for uid, pod in self._assumed.items():
             used = add(used, self._pod_requests(uid, pod))
         pending = [p for uid, p in self._pending.items() if uid not in self._assumed]
-        retry = False
+        binds: list[Awaitable[bool]] = []
+        others: list[Awaitable[None]] = []
         for placement in plan_bindings(pending, node, used):
             pod = dict(placement.pod)
             if placement.result.fits:
-                retry |= not await self._bind(pod)
+                binds.append(self._bind(pod))
             else:
-                await self._mark_unschedulable(pod, unschedulable_message([placement.result]))
+                others.append(self._mark_unschedulable(pod, unschedulable_message([placement.result])))
+        # The pass's writes go out together (each pod is written by one of them; capacity was
+        # planned above), so a burst of pods costs a few store commits, not a few per pod.
+        bound = await asyncio.gather(*binds, *others)
+        retry = not all(bound[:len(binds)])
         return Result(requeue_after=1.0) if retry else None
 
     def _track(self, change: str, pod: Obj, old: Obj | None) -> None:
