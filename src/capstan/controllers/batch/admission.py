@@ -359,7 +359,10 @@ class AdmissionController:
         stamp = now_rfc3339(now_dt)
         self._deferred = False
         snapshot, missing_lq, failed_deps, by_key = self._snapshot(now)
-        result = schedule(snapshot, now)
+        # The core is pure and the snapshot immutable: deciding in a worker thread keeps the event
+        # loop turning (the interpreter switches threads every few milliseconds), so a cycle over
+        # thousands of pending workloads does not stall every other controller while it runs.
+        result = await asyncio.to_thread(schedule, snapshot, now)
         self.memory = result.memory
         self.last_result = result
         self.cycles += 1
