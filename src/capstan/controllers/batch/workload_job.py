@@ -10,8 +10,11 @@ The Job follows its Workload (level-triggered, every look):
 * admitted (quota reserved, not evicted): the assigned flavors' nodeLabels become the template's
   nodeSelector and their tolerations are added; the original scheduling fields are kept in the
   ``capstan.io/original-scheduling`` annotation; ``suspend`` becomes false;
-* not admitted or evicted: ``suspend`` is true and the original template is restored;
-* evicted and no pod left: the quota is released (admission cleared, ``QuotaReserved=False``,
+* not admitted or evicted: ``suspend`` becomes true, alone in its write: the template of a Job that
+  has started is immutable on Kubernetes. Once the Job is suspended, has no active pod and its
+  ``status.startTime`` is cleared (the Job controller does both on suspension), a later write
+  restores the original nodeSelector/tolerations (Kueue's order);
+* evicted, no pod left and the template restored: the quota is released (admission cleared, ``QuotaReserved=False``,
   ``Requeued=True``) and the workload queues again after a back-off (``requeueState``);
 * Job Complete/Failed: the Workload is ``Finished`` and its quota released.
 
@@ -180,6 +183,11 @@ class JobIntegration(Controller):
         if not (job.get("spec") or {}).get("suspend"):
             await self._suspend(job)
             return None
+        if _original_scheduling(job) is not None:
+            if self._still_started(job):
+                return None  # the pods' deletion and the Job's status update trigger the next look
+            await self._restore_template(job)
+            return None  # the Job update triggers the next look, which requeues
         if is_evicted(workload) and holds_quota(workload):
             if self._live_pods(job):
                 return None  # their deletion triggers the next look
@@ -322,18 +330,30 @@ class JobIntegration(Controller):
         return [f for f in (informer.get(n) for n in sorted(names)) if f is not None]
 
     async def _suspend(self, job: Obj) -> None:
+        """Only ``suspend: true``: a started Job's template cannot change in the same write."""
         updated = copy.deepcopy(job)
         updated.setdefault("spec", {})["suspend"] = True
-        original = _original_scheduling(updated)
-        if original is not None:
-            pod_spec = updated["spec"].setdefault("template", {}).setdefault("spec", {})
-            restored = _restored_fields(pod_spec, original)
-            for field_name in ("nodeSelector", "tolerations"):
-                if restored.get(field_name) is None:
-                    pod_spec.pop(field_name, None)
-                else:
-                    pod_spec[field_name] = restored[field_name]
-            updated["metadata"]["annotations"].pop(ORIGINAL_SCHEDULING, None)
+        await self._update(updated)
+
+    def _still_started(self, job: Obj) -> bool:
+        """Whether the Job still counts as started, so that its template is immutable on Kubernetes."""
+        status = job.get("status") or {}
+        return bool(status.get("startTime")) or bool(status.get("active")) or bool(self._live_pods(job))
+
+    async def _restore_template(self, job: Obj) -> None:
+        """Put back the nodeSelector/tolerations the Job had before a flavor's were injected."""
+        original = _original_scheduling(job)
+        if original is None:
+            return
+        updated = copy.deepcopy(job)
+        pod_spec = updated.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})
+        restored = _restored_fields(pod_spec, original)
+        for field_name in ("nodeSelector", "tolerations"):
+            if restored.get(field_name) is None:
+                pod_spec.pop(field_name, None)
+            else:
+                pod_spec[field_name] = restored[field_name]
+        updated["metadata"]["annotations"].pop(ORIGINAL_SCHEDULING, None)
         await self._update(updated)
 
     async def _update(self, job: Obj) -> None:

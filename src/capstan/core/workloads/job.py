@@ -222,6 +222,10 @@ def _plan_suspended(status: dict[str, Any], conditions: list[dict[str, Any]], se
     if current is None or current.get("status") != "True":
         conditions = set_condition(conditions, _condition("Suspended", "True", "JobSuspended", "Job suspended"), now)
         events.append(PlannedEvent("Normal", "Suspended", "Job suspended"))
+    if not seen.active and not seen.terminating:
+        # As Kubernetes does: a suspended Job with no pod left has not started, so its scheduling
+        # directives (nodeSelector, tolerations) may change again and a resume gets a fresh deadline.
+        status.pop("startTime", None)
     return JobPlan(delete=tuple(ref_of(p) for p in seen.active),
                    status=_counts(status, conditions, [], seen.succeeded, seen.failed, 0), events=tuple(events))
 
