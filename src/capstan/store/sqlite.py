@@ -11,9 +11,9 @@ Design choices, and why:
   in its own savepoint, so a failing write leaves the others alone), committed at the start of the
   next turn. A write returns, and its watchers hear of it, only after that COMMIT: a write is never
   acknowledged before it is durable. A commit costs about as much as the statements of one write,
-  so a busy control plane spends far less on commits. Reads see the writes of the turn (they run
-  on the same connection); if the COMMIT itself fails (a full disk) all of the turn's writes are
-  rolled back and every one of their writers gets the error.
+  so a busy control plane spends far less on commits. A read commits the turn's pending writes
+  first, so nobody ever reads a write that is not yet durable; if the COMMIT itself fails (a full
+  disk) all of the turn's writes are rolled back and every one of their writers gets the error.
 * WAL journal with ``synchronous=NORMAL`` by default: a commit is in the WAL file (the OS page
   cache) when ``create`` returns, which survives a crash or ``kill -9`` of this process; only a
   power loss or kernel crash can drop the last few commits. ``synchronous="FULL"`` fsyncs the WAL
@@ -238,6 +238,7 @@ class SqliteStore(Store):
     # ---- reads --------------------------------------------------------------------------------
 
     async def get(self, rt: ResourceType, name: str, namespace: str | None = None) -> Obj:
+        self._read_committed()
         return self._load_or_404(rt, self._namespace_of(rt, namespace), name)
 
     async def list(
@@ -250,6 +251,7 @@ class SqliteStore(Store):
         limit: int = 0,
         continue_token: str | None = None,
     ) -> ListResult:
+        self._read_committed()
         labels, fields = _parse_selectors(label_selector, field_selector)
         where, params = self._list_filter(rt, namespace)
         after = _decode_continue(continue_token) if continue_token else None
@@ -384,6 +386,7 @@ class SqliteStore(Store):
     async def get_scale(self, rt: ResourceType, name: str, namespace: str | None) -> Obj:
         if rt.scale is None:
             raise no_subresource(rt, "scale")
+        self._read_committed()
         return scale_view(rt, self._load_or_404(rt, self._namespace_of(rt, namespace), name))
 
     async def update_scale(
@@ -422,6 +425,7 @@ class SqliteStore(Store):
 
     async def _watch(self, rt: ResourceType, namespace: str | None, resource_version: str | None,
                      label_selector: str, field_selector: str, bookmarks: bool) -> AsyncIterator[WatchEvent]:
+        self._read_committed()
         labels, fields = _parse_selectors(label_selector, field_selector)
         watcher = Watcher(kind_key(rt), namespace if rt.namespaced and namespace else None, labels, fields,
                           self._watch_queue_limit)
@@ -769,6 +773,12 @@ class SqliteStore(Store):
             with contextlib.suppress(RuntimeError):  # no loop (opening the store): the caller flushes
                 asyncio.get_running_loop().call_soon(self._flush)
         return self._batch
+
+    def _read_committed(self) -> None:
+        """Reads see committed state only, as on Kubernetes: writes still waiting for this turn's
+        group commit are committed first (a read in the middle of a write sees that write)."""
+        if self._batch is not None and self._changes is None:
+            self._flush()
 
     def _flush(self) -> None:
         """COMMIT the turn's writes, then publish their changes and release their writers."""
