@@ -8,6 +8,7 @@ Warning Event (once per change of its conditions).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
@@ -48,7 +49,7 @@ def validated(model: type[ModelT], obj: Obj, reason: str) -> ModelT:
         raise NotReadyError(reason, causes) from None
 
 
-class PollingController:
+class PollingController(abc.ABC):
     """Base of the ScaledObject and ScaledJob controllers; subclasses name their ``resource``, the
     scheduler's ``kind`` and their ``errors`` counter, and implement ``_on_change``, ``_pass``
     (calling ``_poll`` for a live object) and ``reconcile``."""
@@ -71,14 +72,17 @@ class PollingController:
         self._closing: set[asyncio.Task[None]] = set()
         self.informer.add_handler(self._on_change)
 
+    @abc.abstractmethod
     def _on_change(self, change: ChangeType, obj: Obj, old: Obj | None) -> None:
-        raise NotImplementedError
+        """Enqueue the object's key when it changes."""
 
+    @abc.abstractmethod
     async def _pass(self, key: Key) -> float | None:
-        raise NotImplementedError
+        """One poll of the object: read triggers, decide, apply; returns the next delay."""
 
+    @abc.abstractmethod
     async def reconcile(self, obj: Obj) -> object:
-        raise NotImplementedError
+        """Converge one object now (used by tests and explain)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.informer.wait_synced()
