@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import uvicorn
 
 from capstan import __version__
 from capstan.api.registry import default_registry
@@ -23,7 +26,6 @@ from capstan.controllers import metrics
 from capstan.controllers.embedded import EmbeddedOptions, build_embedded
 from capstan.server.api import build_app
 from capstan.server.auth import load_or_create_token, write_client_config
-from capstan.server.serving import client_host, serve_app
 from capstan.server.settings import ServerSettings
 from capstan.store.base import Store
 
@@ -38,18 +40,57 @@ class ApiServer:
     port: int
 
 
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the embedding process owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves so that port 0 yields a known free port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _client_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 @contextlib.asynccontextmanager
 async def serve_api(store: Store, settings: ServerSettings, token: str,
                     metrics: Callable[[], bytes] | None = None) -> AsyncIterator[ApiServer]:
     """Serve the API until the context exits; writes DATA/config.yaml once it listens."""
+    sock = _bind(settings.host, settings.port)
+    port = int(sock.getsockname()[1])
     app = build_app(store, token=token, pods_root=settings.pods_root, metrics=metrics)
-    async with serve_app(app, settings.host, settings.port, what="API server", graceful_seconds=5) as port:
-        try:
-            url = f"http://{client_host(settings.host)}:{port}"
-            write_client_config(settings.data_dir, url, token)
-            yield ApiServer(url=url, port=port)
-        finally:
-            app.state.closing.set()  # open watches and log follows end before the server stops
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=5)
+    server = _EmbeddedUvicorn(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # raises the reason uvicorn could not start
+                raise RuntimeError("the API server stopped while starting")
+            await asyncio.sleep(0.02)
+        url = f"http://{_client_host(settings.host)}:{port}"
+        write_client_config(settings.data_dir, url, token)
+        yield ApiServer(url=url, port=port)
+    finally:
+        app.state.closing.set()
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()
 
 
 def _stop_event() -> asyncio.Event:

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import uvicorn
 import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,7 +44,7 @@ from capstan.controllers.operator import (
     OperatorOptions,
     run_controllers,
 )
-from capstan.server.serving import client_host, serve_app
+from capstan.server.embedded import _bind, _client_host, _EmbeddedUvicorn
 from capstan.server.webhook import (
     AdmissionWebhook,
     capstan_admission_hooks,
@@ -193,9 +194,24 @@ async def serve_health(settings: OperatorSettings, health: _Health) -> AsyncIter
     if settings.metrics_port < 0:
         yield None
         return
-    async with serve_app(health_app(health), settings.metrics_host, settings.metrics_port,
-                         what="health server") as port:
-        yield f"http://{client_host(settings.metrics_host)}:{port}"
+    sock = _bind(settings.metrics_host, settings.metrics_port)
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(health_app(health), log_config=None, access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=2)
+    server = _EmbeddedUvicorn(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("the health server stopped while starting")
+            await asyncio.sleep(0.02)
+        yield f"http://{_client_host(settings.metrics_host)}:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()
 
 
 # ---- the process -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ replicas through a Secret (``ensure_serving_secret``), its CA injected into the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import copy
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -54,7 +56,7 @@ from capstan.controllers.autoscaling.common import TargetIndex
 from capstan.controllers.autoscaling.scaledobject import check_one_per_target
 from capstan.controllers.batch.common import QUEUE_LABEL
 from capstan.controllers.batch.validation import install_admission_hooks
-from capstan.server.serving import client_host, serve_app
+from capstan.server.embedded import _bind, _client_host, _EmbeddedUvicorn
 from capstan.store.base import Obj, Store
 from capstan.store.kube import KubeStore, resource_path
 
@@ -249,9 +251,25 @@ class AdmissionWebhook:
 async def serve_webhook(webhook: AdmissionWebhook, host: str, port: int, cert_dir: Path
                         ) -> AsyncIterator[str]:
     """Serve ``webhook`` over HTTPS with ``cert_dir``/tls.crt and tls.key; yields its base URL."""
-    async with serve_app(webhook.app(), host, port, what="webhook server", backlog=1024,
-                         ssl_certfile=str(cert_dir / "tls.crt"), ssl_keyfile=str(cert_dir / "tls.key")) as bound:
-        yield f"https://{client_host(host)}:{bound}"
+    sock = _bind(host, port)
+    bound = int(sock.getsockname()[1])
+    config = uvicorn.Config(webhook.app(), log_config=None, access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=2, ssl_certfile=str(cert_dir / "tls.crt"),
+                            ssl_keyfile=str(cert_dir / "tls.key"), backlog=1024)
+    server = _EmbeddedUvicorn(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("the webhook server stopped while starting")
+            await asyncio.sleep(0.02)
+        yield f"https://{_client_host(host)}:{bound}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()
 
 
 # ---- certificates ------------------------------------------------------------------------------
