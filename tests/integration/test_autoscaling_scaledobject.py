@@ -103,8 +103,14 @@ async def test_fallback_after_the_failure_threshold_and_recovery(tmp_path: Path)
         await eventually(lambda: _equals(c.replicas("api"), 2), what="2 replicas from the metric")
         VALUES[key] = RuntimeError("broker unreachable")
         await eventually(lambda: _equals(c.replicas("api"), 4), what="the fallback's 4 replicas")
-        so = await c.get("scaledobjects", "api-so")
-        health = so["status"]["health"][f"s0-capstan-test-{key}"]
+
+        async def failing_health() -> dict | None:  # type: ignore[type-arg]
+            # The status write may trail the scale write that used the same decision.
+            so = await c.get("scaledobjects", "api-so")
+            health = so["status"]["health"][f"s0-capstan-test-{key}"]
+            return health if health["numberOfFailures"] > 2 else None
+
+        health = await eventually(failing_health, what="the failures counted in status.health")
         assert health["status"] == "Failing" and health["numberOfFailures"] > 2
         fallback = await c.condition("scaledobjects", "api-so", "Fallback")
         assert fallback is not None and fallback["status"] == "True"

@@ -264,15 +264,22 @@ def dry_run(doc: Document, client: ApiClient, batch: ApplyBatch) -> None:
     assert doc.rt is not None
     meta = doc.obj["metadata"]
     try:
-        if meta.get("name"):
+        for attempt in range(5):
+            if meta.get("name"):
+                try:
+                    doc.existing = client.get(doc.rt, meta["name"], meta.get("namespace"))
+                except NotFoundError:
+                    doc.existing = None
             try:
-                doc.existing = client.get(doc.rt, meta["name"], meta.get("namespace"))
-            except NotFoundError:
-                doc.existing = None
-        if doc.existing is not None:
-            doc.dry_run_result = client.update(merged_for_update(doc.obj, doc.existing), dry_run=True)
-        else:
-            doc.dry_run_result = client.create(doc.obj, dry_run=True)
+                if doc.existing is not None:
+                    doc.dry_run_result = client.update(merged_for_update(doc.obj, doc.existing), dry_run=True)
+                else:
+                    doc.dry_run_result = client.create(doc.obj, dry_run=True)
+                break
+            except ConflictError:
+                # A controller wrote (e.g. status) between our read and the dry run: read again.
+                if attempt == 4:
+                    raise
     except NotFoundError as exc:
         if exc.kind == "namespaces" and exc.name in batch.namespaces:
             return  # its namespace comes earlier in this same apply
